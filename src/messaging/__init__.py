@@ -1,0 +1,1 @@
+"""Chimera message bus: agents talking over RabbitMQ with Protocol Buffers messages."""

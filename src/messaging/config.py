@@ -1,0 +1,86 @@
+"""Configuration from ``RABBITMQ__*`` environment variables.
+
+``load_config().rabbitmq`` is what :class:`messaging.ConnectionPool` takes.
+The password is a :class:`pydantic.SecretStr`: it shows as ``**********`` in
+reprs and logs, and only the transport reads its value.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from messaging.errors import ConfigurationError
+
+ENV_PREFIX = "RABBITMQ__"
+
+
+class RabbitMQConfig(BaseModel):
+    """Where the broker is and how to talk to it. Immutable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "localhost"
+    port: int = Field(default=5672, ge=1, le=65535)
+    username: str = "guest"
+    password: SecretStr = SecretStr("guest")
+    vhost: str = "/"
+    heartbeat: int = Field(
+        default=60,
+        ge=0,
+        description="Seconds between heartbeats; a dead peer is noticed after about two.",
+    )
+    connection_name: str = Field(
+        default="chimera",
+        description="Shown in the management UI and `rabbitmqctl list_connections`.",
+    )
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds for one TCP+AMQP handshake.")
+    publish_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Longest a publish waits, reconnects included, before raising PublishTimeoutError."
+        ),
+    )
+
+    def url(self) -> str:
+        """The AMQP URL with the real password. Never log it; use :meth:`safe_url`."""
+        return self._url(quote(self.password.get_secret_value(), safe=""))
+
+    def safe_url(self) -> str:
+        return self._url("******")
+
+    def _url(self, quoted_password: str) -> str:
+        user = quote(self.username, safe="")
+        vhost = quote(self.vhost, safe="")
+        return f"amqp://{user}:{quoted_password}@{self.host}:{self.port}/{vhost}"
+
+
+class Settings(BaseSettings):
+    """Everything the bus reads from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="__", env_file=None, extra="ignore", frozen=True
+    )
+
+    rabbitmq: RabbitMQConfig = RabbitMQConfig()
+
+
+def load_config() -> Settings:
+    """Read the configuration from the environment (``RABBITMQ__HOST`` …).
+
+    Raises :class:`ConfigurationError` naming the variable when a value is malformed.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = "__".join(str(part).upper() for part in err["loc"])
+            shown = "******" if "PASSWORD" in loc else repr(err.get("input"))
+            problems.append(f"{loc}={shown}: {err['msg']}")
+        raise ConfigurationError(
+            "invalid configuration in the environment: " + "; ".join(problems)
+        ) from None

@@ -1,0 +1,125 @@
+"""Every error the bus raises, in one tree.
+
+    MessagingError
+    ├── ConfigurationError            a setting is missing or malformed (names the variable)
+    ├── InvalidMessageError           bad input to publish: not protobuf, empty/invalid key, too big
+    ├── ConnectionFailedError         the broker could not be reached within the retry policy
+    │   └── BrokerRefusedError        the broker said no; retrying cannot help
+    │       ├── AuthenticationFailedError   wrong username or password
+    │       └── VirtualHostError            unknown vhost, or no access to it
+    ├── TopologyError                 the broker refused a declaration
+    │   └── TopologyMismatchError     the entity exists with other arguments (PRECONDITION_FAILED)
+    ├── PublishError                  a publish did not succeed; nothing was confirmed
+    │   ├── PublishNackedError        the broker nacked it (publish again)
+    │   ├── UnroutableMessageError    no queue is bound for its routing key (mandatory return)
+    │   └── PublishTimeoutError       no confirm within the publish timeout (outcome unknown)
+    ├── DecodeError                   a body that is not the protobuf it claims to be
+    │   └── UnknownRoutingKeyError    no message class for the routing key that arrived
+    ├── RequestTimeoutError           no reply to a request within its timeout
+    └── ClosedError                   the object was closed and cannot be used
+
+Errors of the AMQP client below are translated into these in `messaging.transport`
+and nowhere else; the original is kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class MessagingError(Exception):
+    """Root of every error raised by this library."""
+
+
+class ConfigurationError(MessagingError, ValueError):
+    """A configuration value is missing or malformed."""
+
+
+class InvalidMessageError(MessagingError, ValueError):
+    """A message or routing key that cannot be published; nothing was sent."""
+
+
+class ConnectionFailedError(MessagingError, ConnectionError):
+    """The broker could not be reached within the retry policy."""
+
+
+class BrokerRefusedError(ConnectionFailedError):
+    """The broker refused the connection for a reason no retry can fix."""
+
+
+class AuthenticationFailedError(BrokerRefusedError):
+    """The broker rejected the username or password."""
+
+
+class VirtualHostError(BrokerRefusedError):
+    """The virtual host does not exist, or the user has no access to it."""
+
+
+class TopologyError(MessagingError):
+    """The broker refused to declare an exchange, queue or binding."""
+
+
+class TopologyMismatchError(TopologyError):
+    """An exchange or queue already exists with different arguments.
+
+    The broker never changes an existing entity's arguments; the fix is to
+    delete it (losing its messages) or to declare it as it is.
+    """
+
+    def __init__(
+        self,
+        entity: str,
+        name: str,
+        differences: Mapping[str, tuple[Any, Any]],
+        broker_text: str,
+    ) -> None:
+        self.entity = entity
+        self.name = name
+        self.differences = dict(differences)
+        self.broker_text = broker_text
+        if differences:
+            diff = ", ".join(
+                f"{arg}: declared {want!r}, broker has {have!r}"
+                for arg, (want, have) in sorted(differences.items())
+            )
+        else:
+            diff = broker_text
+        super().__init__(
+            f"{entity} {name!r} already exists with different arguments ({diff}). "
+            f"The broker never changes an existing {entity}: delete it "
+            f"(e.g. `rabbitmqctl delete_queue {name}`, losing its messages) or "
+            f"declare it with the arguments it has."
+        )
+
+
+class PublishError(MessagingError):
+    """A publish was not confirmed by the broker."""
+
+
+class PublishNackedError(PublishError):
+    """The broker negatively acknowledged the message; it was not stored."""
+
+
+class UnroutableMessageError(PublishError):
+    """The exchange had no queue bound for the routing key; the message was returned."""
+
+
+class PublishTimeoutError(PublishError, TimeoutError):
+    """No confirm arrived in time. The message may or may not have been stored."""
+
+
+class DecodeError(MessagingError, ValueError):
+    """A message body could not be decoded into the expected protobuf class."""
+
+
+class UnknownRoutingKeyError(DecodeError):
+    """No message class is registered for the routing key that arrived."""
+
+
+class RequestTimeoutError(MessagingError, TimeoutError):
+    """A request got no reply within its timeout."""
+
+
+class ClosedError(MessagingError, RuntimeError):
+    """The object was closed and cannot be used any more."""
