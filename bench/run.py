@@ -1,0 +1,217 @@
+"""Raw clients (and the bus) doing the same work in one run; prints ratios.
+
+    python bench/run.py [--messages N] [--only WORK[,WORK]] [--repeat R] [--json out.json]
+
+Each (row, implementation, repeat) runs in a fresh subprocess
+(``python bench/run.py --worker IMPL WORK ...``) that declares its own uniquely
+named exchange and queue, does the work, deletes them, and prints one JSON
+Sample on stdout. Repeats are interleaved (every implementation once, then
+again) so slow drift on a shared machine hits all of them alike; the table
+shows the median. See bench/README.md for how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common import WORKER_DEADLINE_S, Sample, make_context
+from registry import REGISTRY, ROWS, Impl, load_all
+
+HERE = Path(__file__).resolve().parent
+REFERENCE = "aio-pika"  # the second ratio column
+
+
+@dataclass
+class Result:
+    """All samples of one implementation on one row, and their medians."""
+
+    impl: str
+    raw: bool
+    samples: list[Sample]
+    errors: list[str]
+
+    def median(self, attr: str) -> float | None:
+        values = [v for s in self.samples if (v := getattr(s, attr)) is not None]
+        return statistics.median(values) if values else None
+
+
+def worker(impl_name: str, work: str, messages: int) -> int:
+    """Child process: do one work row with one implementation, print a JSON Sample."""
+    load_all()
+    impl: Impl = REGISTRY[work][impl_name]
+    row = ROWS[work]
+    ctx = make_context(work, impl_name, messages, row.prefetch)
+    try:
+        impl.prepare(ctx)
+        sample = impl.run(ctx)
+    finally:
+        impl.cleanup(ctx)
+    print(json.dumps(sample.to_json()))
+    return 0
+
+
+def run_worker(impl: str, work: str, messages: int) -> Sample | str:
+    """Parent: run one worker subprocess; a Sample, or the error text."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, work]
+    cmd += ["--messages", str(messages)]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=WORKER_DEADLINE_S * 2, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return "worker timed out"
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return tail[0]
+    try:
+        return Sample.from_json(json.loads(proc.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError, TypeError) as exc:
+        return f"bad worker output: {exc}"
+
+
+def measure(work: str, messages: int, repeat: int) -> list[Result]:
+    impls = REGISTRY[work]
+    results = {name: Result(name, impl.raw, [], []) for name, impl in impls.items()}
+    for r in range(repeat):
+        for name in impls:
+            print(f"  [{work} {r + 1}/{repeat}] {name} ...", end="", flush=True, file=sys.stderr)
+            t0 = time.monotonic()
+            out = run_worker(name, work, messages)
+            took = time.monotonic() - t0
+            if isinstance(out, Sample):
+                results[name].samples.append(out)
+                short = f"{out.rate:,.0f}/s" if out.rate is not None else "?"
+                if out.p50_ms is not None:
+                    short = f"p50 {out.p50_ms:.2f} ms"
+                print(f" {short} ({took:.1f}s)", file=sys.stderr)
+            else:
+                results[name].errors.append(out)
+                print(f" FAILED: {out}", file=sys.stderr)
+    return list(results.values())
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return f"{x:.2f}x" if x is not None else "-"
+
+
+def speed(result: Result, latency: bool) -> float | None:
+    """Higher is better: msg/s, or 1/p50 for the latency row."""
+    if latency:
+        p50 = result.median("p50_ms")
+        return 1.0 / p50 if p50 else None
+    return result.median("rate")
+
+
+def table(work: str, results: list[Result], messages: int) -> str:
+    row = ROWS[work]
+    lat = row.latency
+    scored = [(r, speed(r, lat)) for r in results]
+    raw_speeds = [s for r, s in scored if r.raw and s is not None]
+    best_raw = max(raw_speeds) if raw_speeds else None
+    best_name = next((r.impl for r, s in scored if r.raw and s == best_raw), "-")
+    ref = next((s for r, s in scored if r.impl == REFERENCE), None)
+
+    head = "p50 ms | p99 ms" if lat else "msg/s"
+    lines = [
+        f"### {work}: {row.description} (n={messages})",
+        "",
+        f"| implementation | {head} | vs best raw ({best_name}) | vs {REFERENCE} | runs |",
+        "| --- | " + ("--- | --- |" if lat else "--- |") + " --- | --- | --- |",
+    ]
+    for r, s in scored:
+        if lat:
+            p50, p99 = r.median("p50_ms"), r.median("p99_ms")
+            figure = f"{p50:.2f} | {p99:.2f}" if p50 is not None and p99 is not None else "- | -"
+        else:
+            rate = r.median("rate")
+            figure = f"{rate:,.0f}" if rate is not None else "-"
+        vs_best = s / best_raw if s is not None and best_raw else None
+        vs_ref = s / ref if s is not None and ref else None
+        runs = f"{len(r.samples)}" + (f" ({len(r.errors)} failed)" if r.errors else "")
+        name = r.impl if r.raw else f"**{r.impl}**"
+        ratios = f"{_fmt_ratio(vs_best)} | {_fmt_ratio(vs_ref)}"
+        lines.append(f"| {name} | {figure} | {ratios} | {runs} |")
+    errors = [f"- {r.impl}: {e}" for r in results for e in sorted(set(r.errors))]
+    if errors:
+        lines += ["", "errors:", *errors]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--messages", type=int, default=None, help="messages (rpc: round trips) per run, all rows"
+    )
+    parser.add_argument("--only", default=None, help=f"comma-separated rows of {list(ROWS)}")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per implementation (median)")
+    parser.add_argument("--json", type=Path, default=None, help="write all samples here")
+    parser.add_argument("--worker", nargs=2, metavar=("IMPL", "WORK"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        impl, work = args.worker
+        return worker(impl, work, args.messages or ROWS[work].default_messages)
+
+    unavailable = load_all()
+    rows = args.only.split(",") if args.only else list(ROWS)
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; rows are {list(ROWS)}")
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    report: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "repeat": args.repeat,
+        "unavailable": unavailable,
+        "rows": {},
+    }
+    tables: list[str] = []
+    for work in rows:
+        messages = args.messages or ROWS[work].default_messages
+        results = measure(work, messages, args.repeat)
+        tables.append(table(work, results, messages))
+        report["rows"][work] = {
+            "messages": messages,
+            "results": [
+                {
+                    "impl": r.impl,
+                    "raw": r.raw,
+                    "median_rate": r.median("rate"),
+                    "median_p50_ms": r.median("p50_ms"),
+                    "median_p99_ms": r.median("p99_ms"),
+                    "samples": [s.to_json() for s in r.samples],
+                    "errors": r.errors,
+                }
+                for r in results
+            ],
+        }
+    report["seconds"] = round(time.monotonic() - t0, 1)
+
+    print(f"# bench {report['started']}  ({report['command']}, {report['seconds']} s)\n")
+    print("\n\n".join(tables))
+    if unavailable:
+        print("\nnot measured: " + "; ".join(f"{m} ({why})" for m, why in unavailable.items()))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
