@@ -1,1 +1,65 @@
-"""Chimera message bus: agents talking over RabbitMQ with Protocol Buffers messages."""
+"""Chimera message bus: agents talking over RabbitMQ with Protocol Buffers messages.
+
+The synchronous classes the spec names live here; their asyncio twins are in
+:mod:`messaging.aio`.
+"""
+
+from messaging.aio.pool import PoolHealth
+from messaging.backoff import RetryPolicy
+from messaging.config import RabbitMQConfig, Settings, load_config
+from messaging.connection import ConnectionPool
+from messaging.errors import (
+    AuthenticationFailedError,
+    BrokerRefusedError,
+    ClosedError,
+    ConfigurationError,
+    ConnectionFailedError,
+    DecodeError,
+    InvalidMessageError,
+    MessagingError,
+    PublishError,
+    PublishNackedError,
+    PublishTimeoutError,
+    RequestTimeoutError,
+    TopologyError,
+    TopologyMismatchError,
+    UnknownRoutingKeyError,
+    UnroutableMessageError,
+    VirtualHostError,
+)
+from messaging.metadata import MessageBuilder, create_metadata
+from messaging.publisher import EventPublisher
+from messaging.subscriber import EventSubscriber
+from messaging.transport import ChannelManager, ConnectionHealth
+
+__all__ = [
+    "AuthenticationFailedError",
+    "BrokerRefusedError",
+    "ChannelManager",
+    "ClosedError",
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "ConnectionHealth",
+    "ConnectionPool",
+    "DecodeError",
+    "EventPublisher",
+    "EventSubscriber",
+    "InvalidMessageError",
+    "MessageBuilder",
+    "MessagingError",
+    "PoolHealth",
+    "PublishError",
+    "PublishNackedError",
+    "PublishTimeoutError",
+    "RabbitMQConfig",
+    "RequestTimeoutError",
+    "RetryPolicy",
+    "Settings",
+    "TopologyError",
+    "TopologyMismatchError",
+    "UnknownRoutingKeyError",
+    "UnroutableMessageError",
+    "VirtualHostError",
+    "create_metadata",
+    "load_config",
+]

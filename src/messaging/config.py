@@ -36,7 +36,9 @@ class RabbitMQConfig(BaseModel):
         default="chimera",
         description="Shown in the management UI and `rabbitmqctl list_connections`.",
     )
-    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds for one TCP+AMQP handshake.")
+    connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds for one TCP+AMQP handshake."
+    )
     publish_timeout: float = Field(
         default=30.0,
         gt=0,

@@ -1,0 +1,12 @@
+"""The asyncio API: the same bus, for code that runs its own event loop."""
+
+from messaging.aio.pool import AsyncConnectionPool, PoolHealth
+from messaging.aio.publisher import AsyncEventPublisher
+from messaging.aio.subscriber import AsyncEventSubscriber
+
+__all__ = [
+    "AsyncConnectionPool",
+    "AsyncEventPublisher",
+    "AsyncEventSubscriber",
+    "PoolHealth",
+]

@@ -1,0 +1,59 @@
+"""The connections of one process: one for publishing, one for consuming."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from messaging.backoff import RetryPolicy
+from messaging.config import RabbitMQConfig, load_config
+from messaging.transport import ChannelManager, ConnectionHealth, SupervisedConnection
+
+
+@dataclass(frozen=True)
+class PoolHealth:
+    publishing: ConnectionHealth
+    consuming: ConnectionHealth
+
+    @property
+    def connected(self) -> bool:
+        return self.publishing.connected and self.consuming.connected
+
+
+class AsyncConnectionPool:
+    """Connections to RabbitMQ with automatic retry and exponential backoff.
+
+    Publishing and consuming get separate connections, as RabbitMQ advises:
+    when the broker applies flow control to a publishing connection, consumers
+    on the other connection keep draining the queues. Both connect lazily, on
+    first use, and reconnect by themselves after a drop.
+    """
+
+    def __init__(
+        self,
+        config: RabbitMQConfig | None = None,
+        max_retries: int = 5,
+        initial_retry_delay: float = 1.0,
+        max_retry_delay: float = 60.0,
+    ) -> None:
+        self.config = config if config is not None else load_config().rabbitmq
+        self.policy = RetryPolicy(
+            max_retries=max_retries, initial_delay=initial_retry_delay, max_delay=max_retry_delay
+        )
+        self.publishing = ChannelManager(SupervisedConnection(self.config, self.policy, "publish"))
+        self.consuming = ChannelManager(SupervisedConnection(self.config, self.policy, "consume"))
+
+    async def connect(self) -> None:
+        """Open both connections now instead of on first use (fails fast on bad credentials)."""
+        await self.publishing.connection.get()
+        await self.consuming.connection.get()
+
+    def health(self) -> PoolHealth:
+        return PoolHealth(
+            publishing=self.publishing.connection.health(),
+            consuming=self.consuming.connection.health(),
+        )
+
+    async def close(self) -> None:
+        for manager in (self.publishing, self.consuming):
+            await manager.close()
+            await manager.connection.close()

@@ -1,0 +1,210 @@
+"""Confirmed, mandatory, persistent publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import aiormq.exceptions as amqp_errors
+from google.protobuf.message import Message as ProtoMessage
+from pamqp.commands import Basic
+
+from messaging.aio.pool import AsyncConnectionPool
+from messaging.errors import (
+    ClosedError,
+    InvalidMessageError,
+    PublishTimeoutError,
+)
+from messaging.routing import validate_routing_key
+from messaging.serialization import CONTENT_TYPE, serialize
+from messaging.topology import Topology, events_exchange, validate_name
+from messaging.transport.errors import CONNECTION_LOST, translate_publish_error
+
+log = logging.getLogger("messaging.publisher")
+
+DEFAULT_EXCHANGE = "chimera.events"
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+"""RabbitMQ's default ``max_message_size``; a larger body is refused before sending."""
+
+# The broker refused this publish (and closed the channel for it): sending it
+# again would be refused again.
+_REFUSED = (
+    amqp_errors.ChannelNotFoundEntity,
+    amqp_errors.ChannelAccessRefused,
+    amqp_errors.ChannelPreconditionFailed,
+    amqp_errors.ChannelLockedResource,
+)
+
+
+class AsyncEventPublisher:
+    """Publishes protobuf messages to a topic exchange and waits for the broker's confirm.
+
+    ``publish`` returns only once the broker has taken responsibility for the
+    message. It raises :class:`~messaging.errors.UnroutableMessageError` when no
+    queue is bound for the routing key, :class:`~messaging.errors.PublishNackedError`
+    on a nack, and :class:`~messaging.errors.ConnectionFailedError` or
+    :class:`~messaging.errors.PublishTimeoutError` when the broker stays out of
+    reach. A publish cut off by a dropped connection is sent again after the
+    reconnect (same ``message_id``), so delivery is at-least-once.
+    """
+
+    def __init__(
+        self,
+        connection_pool: AsyncConnectionPool,
+        agent_name: str,
+        exchange_name: str = DEFAULT_EXCHANGE,
+        *,
+        publish_timeout: float | None = None,
+    ) -> None:
+        validate_name("exchange", exchange_name)
+        if not agent_name:
+            raise InvalidMessageError("agent_name must be a non-empty string")
+        self.pool = connection_pool
+        self.agent_name = agent_name
+        self.exchange_name = exchange_name
+        self.publish_timeout = (
+            publish_timeout
+            if publish_timeout is not None
+            else connection_pool.config.publish_timeout
+        )
+        self._channel = connection_pool.publishing.channel(f"publish:{agent_name}", confirms=True)
+        self._declared: asyncio.Future[None] | None = None
+        self._closed = False
+
+    async def _ensure_exchange(self) -> None:
+        # Declared once; the managed channel re-declares it after a reconnect.
+        if self._declared is None:
+            self._declared = asyncio.get_running_loop().create_future()
+            try:
+                await self._channel.declare(
+                    Topology(exchanges=(events_exchange(self.exchange_name),))
+                )
+            except BaseException as exc:
+                self._declared.set_exception(exc)
+                self._declared.exception()  # mark retrieved
+                self._declared = None
+                raise
+            self._declared.set_result(None)
+        elif not self._declared.done():
+            await asyncio.shield(self._declared)
+
+    async def publish(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        *,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        persistent: bool = True,
+        timeout: float | None = None,
+    ) -> str:
+        """Publish ``message`` and wait for the confirm. Returns its ``message_id``."""
+        if self._closed:
+            raise ClosedError(f"publisher {self.agent_name!r} is closed")
+        body = serialize(message)
+        validate_routing_key(routing_key)
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise InvalidMessageError(
+                f"message of {len(body)} bytes is over the broker's limit of "
+                f"{MAX_MESSAGE_BYTES} bytes; store the payload elsewhere and send a reference"
+            )
+        meta = getattr(message, "metadata", None)
+        if message_id is None:
+            message_id = (meta.message_id if meta is not None else "") or str(uuid.uuid4())
+        if correlation_id is None and meta is not None:
+            correlation_id = meta.correlation_id or None
+        properties = Basic.Properties(
+            content_type=CONTENT_TYPE,
+            delivery_mode=2 if persistent else 1,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            message_type=message.DESCRIPTOR.full_name,
+            app_id=self.agent_name,
+            timestamp=datetime.now(tz=UTC),
+            headers=dict(headers) if headers else None,
+        )
+        await self._send(body, routing_key, properties, timeout or self.publish_timeout)
+        return message_id
+
+    async def publish_with_reply(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        reply_queue: str,
+        correlation_id: str,
+        **kwargs: Any,
+    ) -> str:
+        """Publish a request whose answer goes to ``reply_queue``, tagged ``correlation_id``."""
+        if not reply_queue:
+            raise InvalidMessageError("reply_queue must name the queue the reply should go to")
+        return await self.publish(
+            message, routing_key, correlation_id=correlation_id, reply_to=reply_queue, **kwargs
+        )
+
+    async def _send(
+        self, body: bytes, routing_key: str, properties: Basic.Properties, timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PublishTimeoutError(
+                    f"message {properties.message_id} (correlation_id="
+                    f"{properties.correlation_id}) was not confirmed within {timeout:.1f}s; "
+                    f"it may or may not have been stored"
+                )
+            await self._ensure_exchange()
+            raw = await self._channel.raw(timeout=remaining)
+            attempt += 1
+            try:
+                await raw.basic_publish(
+                    body,
+                    exchange=self.exchange_name,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=True,
+                    timeout=deadline - time.monotonic(),
+                )
+                return
+            except TimeoutError:
+                continue  # the loop head raises PublishTimeoutError
+            except _REFUSED as exc:
+                raise translate_publish_error(exc, self.exchange_name, routing_key) from exc
+            except amqp_errors.DeliveryError as exc:
+                error = translate_publish_error(exc, self.exchange_name, routing_key)
+                log.error(
+                    "publish of %s to %s failed: %s [correlation_id=%s]",
+                    properties.message_id,
+                    routing_key,
+                    error,
+                    properties.correlation_id,
+                )
+                raise error from exc
+            except CONNECTION_LOST as exc:
+                # In flight when the connection or channel went: no confirm
+                # will ever come for it, so send it again on the new channel.
+                log.warning(
+                    "publish of %s to %s interrupted (%r); re-sending (attempt %d) "
+                    "[correlation_id=%s]",
+                    properties.message_id,
+                    routing_key,
+                    exc,
+                    attempt + 1,
+                    properties.correlation_id,
+                )
+                await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.pool.publishing.release(self._channel)

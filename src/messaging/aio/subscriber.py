@@ -1,0 +1,124 @@
+"""The asyncio subscriber: async handlers on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from aiormq.abc import DeliveredMessage
+from google.protobuf.message import Message as ProtoMessage
+
+from messaging.aio.consumer import Consumer, Outcome, delivery_properties
+from messaging.aio.pool import AsyncConnectionPool
+from messaging.aio.publisher import DEFAULT_EXCHANGE
+
+log = logging.getLogger("messaging.subscriber")
+
+
+class AsyncEventSubscriber(ABC):
+    """Consumes protobuf messages from a durable queue bound to topic patterns.
+
+    Each delivery is decoded with the class :meth:`get_message_class` names for
+    its routing key and passed to :meth:`handle_message`. It is acked when the
+    handler returns; when the handler raises, or the body does not decode, or
+    no class fits the routing key, it is rejected without requeue and the
+    broker moves it to ``<queue>.dlq``. Up to ``prefetch_count`` handlers run
+    at once.
+    """
+
+    def __init__(
+        self,
+        connection_pool: AsyncConnectionPool,
+        agent_name: str,
+        exchange_name: str = DEFAULT_EXCHANGE,
+        queue_name: str | None = None,
+        routing_keys: Sequence[str] = ("#",),
+        prefetch_count: int = 1,
+    ) -> None:
+        self.connection_pool = connection_pool
+        self.agent_name = agent_name
+        self.consumer = Consumer(
+            connection_pool,
+            agent_name=agent_name,
+            exchange_name=exchange_name,
+            queue_name=queue_name,
+            routing_keys=routing_keys,
+            prefetch_count=prefetch_count,
+            message_class=self.get_message_class,
+        )
+        self._in_hand: set[asyncio.Task[Any]] = set()
+        self._stopped: asyncio.Event | None = None
+
+    @property
+    def exchange_name(self) -> str:
+        return self.consumer.exchange_name
+
+    @property
+    def queue_name(self) -> str:
+        return self.consumer.queue_name
+
+    @property
+    def routing_keys(self) -> tuple[str, ...]:
+        return self.consumer.routing_keys
+
+    @property
+    def is_consuming(self) -> bool:
+        return self.consumer.is_consuming
+
+    @abstractmethod
+    def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
+        """The protobuf class of messages arriving with ``routing_key``."""
+
+    @abstractmethod
+    async def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
+        """Process one message. Raise to dead-letter it."""
+
+    async def start(self) -> None:
+        """Declare the queue and its dead-lettering, then start consuming; returns at once."""
+        self._stopped = asyncio.Event()
+        await self.consumer.start(self._on_delivery)
+
+    async def start_consuming(self) -> None:
+        """Consume until :meth:`stop`; finishes the messages in hand before returning."""
+        await self.start()
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking messages, let those in hand finish (up to ``timeout``), close."""
+        await self.consumer.cancel()
+        if self._in_hand:
+            _, late = await asyncio.wait(set(self._in_hand), timeout=timeout)
+            if late:
+                log.warning(
+                    "%s: %d handler(s) still running after %.0fs; their messages go back "
+                    "to the queue",
+                    self.agent_name,
+                    len(late),
+                    timeout,
+                )
+        await self.consumer.close()
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def _on_delivery(self, delivery: DeliveredMessage) -> None:
+        # aiormq runs this as a task of its own per delivery.
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_hand.add(task)
+        generation = self.consumer.generation
+        tag: int = delivery.delivery.delivery_tag  # type: ignore[union-attr,assignment]
+        try:
+            message = self.consumer.decode(delivery)
+            await self.handle_message(message, delivery_properties(delivery))
+        except Exception as exc:
+            self.consumer.log_failure(delivery, exc)
+            self.consumer.settle(Outcome(tag, generation, ok=False))
+        else:
+            self.consumer.settle(Outcome(tag, generation, ok=True))
+        finally:
+            if task is not None:
+                self._in_hand.discard(task)

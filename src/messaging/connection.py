@@ -1,0 +1,56 @@
+"""The README's ConnectionPool, for synchronous code."""
+
+from __future__ import annotations
+
+from messaging._portal import Portal
+from messaging.aio.pool import AsyncConnectionPool, PoolHealth
+from messaging.config import RabbitMQConfig
+from messaging.transport import ChannelManager
+
+
+class ConnectionPool:
+    """Connections to RabbitMQ with automatic retry and exponential backoff.
+
+    Connects lazily on first use; :meth:`connect` connects now. Bad credentials
+    or an unknown vhost raise at once; an unreachable broker is retried
+    ``max_retries`` times with delays growing from ``initial_retry_delay`` to at
+    most ``max_retry_delay`` (jittered) before :class:`ConnectionFailedError`.
+    After a drop, reconnecting goes on in the background.
+    """
+
+    def __init__(
+        self,
+        config: RabbitMQConfig | None = None,
+        max_retries: int = 5,
+        initial_retry_delay: float = 1.0,
+        max_retry_delay: float = 60.0,
+    ) -> None:
+        self.aio = AsyncConnectionPool(config, max_retries, initial_retry_delay, max_retry_delay)
+        self._portal = Portal.get()
+
+    @property
+    def config(self) -> RabbitMQConfig:
+        return self.aio.config
+
+    @property
+    def publishing(self) -> ChannelManager:
+        return self.aio.publishing
+
+    @property
+    def consuming(self) -> ChannelManager:
+        return self.aio.consuming
+
+    def connect(self) -> None:
+        self._portal.call(self.aio.connect())
+
+    def health(self) -> PoolHealth:
+        return self.aio.health()
+
+    def close(self) -> None:
+        self._portal.call(self.aio.close())
+
+    def __enter__(self) -> ConnectionPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,96 @@
+"""The README's EventPublisher, for synchronous code."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf.message import Message as ProtoMessage
+
+from messaging._portal import Portal
+from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
+from messaging.connection import ConnectionPool
+
+
+class EventPublisher:
+    """Publishes protobuf messages to a topic exchange; see :class:`AsyncEventPublisher`.
+
+    ``publish`` blocks until the broker confirms. ``publish_nowait`` returns a
+    future instead, so that many publishes can be in flight at once with the
+    same guarantee (the future fails as ``publish`` would raise).
+    """
+
+    def __init__(
+        self,
+        connection_pool: ConnectionPool,
+        agent_name: str,
+        exchange_name: str = DEFAULT_EXCHANGE,
+        *,
+        publish_timeout: float | None = None,
+    ) -> None:
+        self.aio = AsyncEventPublisher(
+            connection_pool.aio, agent_name, exchange_name, publish_timeout=publish_timeout
+        )
+        self._portal = Portal.get()
+
+    @property
+    def agent_name(self) -> str:
+        return self.aio.agent_name
+
+    @property
+    def exchange_name(self) -> str:
+        return self.aio.exchange_name
+
+    def publish(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        *,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        persistent: bool = True,
+        timeout: float | None = None,
+    ) -> str:
+        """Publish and wait for the broker's confirm; returns the ``message_id``."""
+        return self._portal.call(
+            self.aio.publish(
+                message,
+                routing_key,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                headers=headers,
+                message_id=message_id,
+                persistent=persistent,
+                timeout=timeout,
+            )
+        )
+
+    def publish_nowait(
+        self, message: ProtoMessage, routing_key: str, **kwargs: Any
+    ) -> concurrent.futures.Future[str]:
+        """Start a publish and return at once; the future resolves on the confirm."""
+        return self._portal.submit(self.aio.publish(message, routing_key, **kwargs))
+
+    def publish_with_reply(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        reply_queue: str,
+        correlation_id: str,
+        **kwargs: Any,
+    ) -> str:
+        return self._portal.call(
+            self.aio.publish_with_reply(message, routing_key, reply_queue, correlation_id, **kwargs)
+        )
+
+    def close(self) -> None:
+        self._portal.call(self.aio.close())
+
+    def __enter__(self) -> EventPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

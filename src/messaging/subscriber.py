@@ -1,0 +1,178 @@
+"""The README's EventSubscriber, for synchronous code.
+
+Deliveries arrive on the IO thread, which only queues them; the thread that
+called :meth:`EventSubscriber.start_consuming` decodes them and runs the
+handler, one at a time in delivery order, and hands each outcome back to the
+IO thread through a :class:`~messaging.aio.consumer.Settler`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import signal
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from aiormq.abc import DeliveredMessage
+from google.protobuf.message import Message as ProtoMessage
+
+from messaging._portal import Portal
+from messaging.aio.consumer import Consumer, Outcome, Settler, delivery_properties
+from messaging.aio.publisher import DEFAULT_EXCHANGE
+from messaging.connection import ConnectionPool
+
+log = logging.getLogger("messaging.subscriber")
+
+_STOP = object()
+
+
+class EventSubscriber(ABC):
+    """Consumes protobuf messages from a durable queue bound to topic patterns.
+
+    Subclasses give :meth:`get_message_class` and :meth:`handle_message`. A
+    message is acked when the handler returns. When the handler raises, the
+    body does not decode, or no class fits the routing key, it is rejected
+    without requeue and lands in ``<queue>.dlq`` (kept 24 hours); the error is
+    logged with its correlation id and consuming goes on.
+    """
+
+    def __init__(
+        self,
+        connection_pool: ConnectionPool,
+        agent_name: str,
+        exchange_name: str = DEFAULT_EXCHANGE,
+        queue_name: str | None = None,
+        routing_keys: Sequence[str] = ("#",),
+        prefetch_count: int = 1,
+    ) -> None:
+        self.connection_pool = connection_pool
+        self.agent_name = agent_name
+        self.consumer = Consumer(
+            connection_pool.aio,
+            agent_name=agent_name,
+            exchange_name=exchange_name,
+            queue_name=queue_name,
+            routing_keys=routing_keys,
+            prefetch_count=prefetch_count,
+            message_class=self.get_message_class,
+        )
+        self._portal = Portal.get()
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._settler = Settler(self.consumer, self._portal.loop, in_order=True)
+        self._stopping = threading.Event()
+        self._running = threading.Event()
+
+    @property
+    def exchange_name(self) -> str:
+        return self.consumer.exchange_name
+
+    @property
+    def queue_name(self) -> str:
+        return self.consumer.queue_name
+
+    @property
+    def routing_keys(self) -> tuple[str, ...]:
+        return self.consumer.routing_keys
+
+    @property
+    def is_consuming(self) -> bool:
+        """True while the consumer is attached to an open channel on the broker."""
+        return self.consumer.is_consuming
+
+    def broker_consumer_count(self) -> int:
+        """Consumers the broker itself counts on the queue."""
+        return self._portal.call(self.consumer.broker_consumer_count())
+
+    @abstractmethod
+    def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
+        """The protobuf class of messages arriving with ``routing_key``."""
+
+    @abstractmethod
+    def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
+        """Process one message. Raise to dead-letter it."""
+
+    # -- running -----------------------------------------------------------
+
+    def start_consuming(self) -> None:
+        """Consume until :meth:`stop`, SIGINT or SIGTERM; blocks the calling thread.
+
+        On stop the message in hand is finished and acked first; messages
+        buffered but not started go back to the queue.
+        """
+        self._stopping.clear()
+        self._portal.call(self.consumer.start(self._on_delivery))
+        self._running.set()
+        restore = self._install_signal_handlers()
+        try:
+            self._work()
+        finally:
+            restore()
+            self._running.clear()
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Ask :meth:`start_consuming` to return. Safe from any thread, a handler or a signal."""
+        self._stopping.set()
+        self._inbox.put(_STOP)
+
+    def _work(self) -> None:
+        inbox, consumer, settler = self._inbox, self.consumer, self._settler
+        while not self._stopping.is_set():
+            try:
+                item = inbox.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if item is _STOP:
+                break
+            delivery, generation = item
+            if generation != consumer.generation:
+                continue  # its channel is gone; the broker has requeued it
+            tag: int = delivery.delivery.delivery_tag
+            try:
+                message = consumer.decode(delivery)
+                self.handle_message(message, delivery_properties(delivery))
+            except Exception as exc:
+                consumer.log_failure(delivery, exc)
+                settler.put(Outcome(tag, generation, ok=False))
+            else:
+                settler.put(Outcome(tag, generation, ok=True))
+
+    async def _on_delivery(self, delivery: DeliveredMessage) -> None:
+        self._inbox.put((delivery, self.consumer.generation))
+
+    def _shutdown(self) -> None:
+        async def finish() -> None:
+            await self.consumer.cancel()
+            self._settler.flush()
+            await asyncio.sleep(0)  # let the ack frames reach the write queue
+            # Closing the channel hands buffered, unstarted deliveries back to the queue.
+            await self.consumer.close()
+
+        self._portal.call(finish())
+        while True:  # forget what was buffered: the broker has it again
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                break
+        log.info("%s stopped consuming %s", self.agent_name, self.queue_name)
+
+    def _install_signal_handlers(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            # No logging here: the interrupted code may hold the logging lock.
+            self.stop()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore

@@ -1,0 +1,111 @@
+"""Names and arguments of what the bus declares on the broker. Pure: no I/O.
+
+One place decides them so that every declarer (subscriber, CLI, tests) agrees,
+and a mismatch with what already exists on the broker can be explained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from messaging.errors import ConfigurationError
+
+DLQ_TTL_MS = 24 * 60 * 60 * 1000
+"""Dead letters are kept 24 hours, then the broker deletes them."""
+
+ExchangeType = Literal["topic", "direct", "fanout", "headers"]
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: ExchangeType = "topic"
+    durable: bool = True
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BindingSpec:
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything one component declares, in the order it must be declared."""
+
+    exchanges: tuple[ExchangeSpec, ...] = ()
+    queues: tuple[QueueSpec, ...] = ()
+    bindings: tuple[BindingSpec, ...] = ()
+
+    def __add__(self, other: Topology) -> Topology:
+        return Topology(
+            self.exchanges + other.exchanges,
+            self.queues + other.queues,
+            self.bindings + other.bindings,
+        )
+
+
+def dlx_name(exchange: str) -> str:
+    return f"{exchange}.dlx"
+
+
+def dlq_name(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+def validate_name(kind: str, name: str) -> None:
+    """Reject a name the broker would refuse, before anything is declared."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"{kind} name must be a non-empty string, got {name!r}")
+    if len(name.encode()) > 255:
+        raise ConfigurationError(f"{kind} name {name[:40]!r}... is over 255 bytes; shorten it")
+    if name.startswith("amq."):
+        raise ConfigurationError(
+            f"{kind} name {name!r} starts with 'amq.', which the broker reserves; pick another"
+        )
+
+
+def events_exchange(name: str) -> ExchangeSpec:
+    return ExchangeSpec(name=name, type="topic")
+
+
+def subscriber_topology(
+    exchange: str,
+    queue: str,
+    patterns: Iterable[str],
+    *,
+    queue_arguments: Mapping[str, Any] | None = None,
+) -> Topology:
+    """The events exchange, the work queue bound to each pattern, its DLX and DLQ."""
+    validate_name("exchange", exchange)
+    validate_name("queue", queue)
+    dlx = dlx_name(exchange)
+    work_args: dict[str, Any] = {
+        "x-dead-letter-exchange": dlx,
+        "x-dead-letter-routing-key": queue,
+    }
+    work_args.update(queue_arguments or {})
+    return Topology(
+        exchanges=(events_exchange(exchange), ExchangeSpec(name=dlx, type="direct")),
+        queues=(
+            QueueSpec(name=queue, arguments=work_args),
+            QueueSpec(name=dlq_name(queue), arguments={"x-message-ttl": DLQ_TTL_MS}),
+        ),
+        bindings=(
+            *(BindingSpec(queue=queue, exchange=exchange, routing_key=p) for p in patterns),
+            BindingSpec(queue=dlq_name(queue), exchange=dlx, routing_key=queue),
+        ),
+    )

@@ -1,0 +1,360 @@
+"""Channels that outlive the broker closing them.
+
+A :class:`ManagedChannel` is what publishers and subscribers hold. When the
+broker closes the channel under it (a channel error) or the connection drops,
+it opens a new one, re-declares the topology it had declared, re-issues its
+consumers, and bumps :attr:`ManagedChannel.generation`. Delivery tags belong to
+one generation: an ack for an older one is dropped, never sent on the new
+channel, where the tag would mean another message or close the channel.
+
+Declarations go through :func:`declare_topology` on a throwaway channel, so
+that a refused declaration (which makes the broker close the channel) never
+costs a working channel, and a failure half-way removes what it had created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import DeliveredMessage
+
+from messaging.errors import ClosedError, MessagingError
+from messaging.topology import Topology
+from messaging.transport.connection import SupervisedConnection
+from messaging.transport.errors import CONNECTION_LOST, translate_topology_error
+
+log = logging.getLogger("messaging.channel")
+
+DeliveryCallback = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
+ReopenListener = Callable[[int], Awaitable[None]]
+
+
+@dataclass
+class _Consumer:
+    queue: str
+    callback: DeliveryCallback
+    exclusive: bool
+    tag: str | None = None
+
+
+class ManagedChannel:
+    """One channel for one purpose, reopened and restored whenever it is lost."""
+
+    def __init__(
+        self,
+        connection: SupervisedConnection,
+        purpose: str,
+        *,
+        confirms: bool = False,
+        prefetch: int | None = None,
+    ) -> None:
+        self.connection = connection
+        self.purpose = purpose
+        self.confirms = confirms
+        self.prefetch = prefetch
+        self.generation = 0
+        self._channel: AbstractChannel | None = None
+        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._topologies: list[Topology] = []
+        self._consumers: dict[str, _Consumer] = {}
+        self._listeners: list[ReopenListener] = []
+        self._lock: asyncio.Lock | None = None
+        self._closed = False
+        self._settling: set[asyncio.Future[None]] = set()
+        connection.on_reconnect(self._restore)
+
+    @property
+    def is_open(self) -> bool:
+        return self._raw is not None and not self._raw.is_closed
+
+    def on_reopen(self, listener: ReopenListener) -> None:
+        """Call ``listener(generation)`` after the channel was replaced and restored."""
+        self._listeners.append(listener)
+
+    async def raw(self, timeout: float | None = None) -> aiormq.abc.AbstractChannel:
+        """The open AMQP channel: the hot path's way in. Opens (and waits) if needed."""
+        raw = self._raw
+        if raw is not None and not raw.is_closed:
+            return raw
+        if self._closed:
+            raise ClosedError(f"the {self.purpose} channel is closed")
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._raw is not None and not self._raw.is_closed:
+                return self._raw
+            if timeout is None:
+                await self.connection.get()
+            else:
+                await self.connection.wait_connected(timeout)
+            await self._open()
+        assert self._raw is not None
+        return self._raw
+
+    async def _open(self) -> None:
+        connection = await self.connection.get()
+        channel = await connection.channel(
+            publisher_confirms=self.confirms, on_return_raises=self.confirms
+        )
+        if self.prefetch is not None:
+            await channel.set_qos(prefetch_count=self.prefetch)
+        raw = await channel.get_underlay_channel()
+        # Restore first, publish the new channel after: nobody may use it
+        # before its topology and consumers are back.
+        for topology in self._topologies:
+            await _declare(channel, topology)
+        for key, consumer in self._consumers.items():
+            consumer.tag = await self._basic_consume(raw, key, consumer)
+        first = self.generation == 0
+        self.generation += 1
+        self._channel, self._raw = channel, raw
+        channel.close_callbacks.add(self._on_channel_closed)
+        if not first:
+            log.info(
+                "%s channel restored (generation %d, %d consumer(s))",
+                self.purpose,
+                self.generation,
+                len(self._consumers),
+            )
+            for listener in list(self._listeners):
+                await listener(self.generation)
+
+    def _on_channel_closed(self, sender: Any, exc: BaseException | None = None) -> None:
+        if sender is not self._channel or self._closed:
+            return
+        self._raw = None
+        if self.connection.is_connected:
+            # The broker closed just this channel (a channel error); the
+            # connection is fine, so restore now. After a connection drop the
+            # connection's reconnect listener does it instead.
+            log.warning("%s channel closed by the broker (%r); reopening", self.purpose, exc)
+            asyncio.get_running_loop().create_task(self._restore())
+
+    async def _restore(self) -> None:
+        if self._closed:
+            return
+        try:
+            await self.raw()
+        except MessagingError as exc:
+            log.error("%s channel could not be restored: %s", self.purpose, exc)
+        except CONNECTION_LOST as exc:
+            # The connection dropped again; its reconnect will call us again.
+            log.warning("%s channel restore interrupted: %r", self.purpose, exc)
+
+    # -- topology ----------------------------------------------------------
+
+    async def declare(self, topology: Topology) -> None:
+        """Declare ``topology`` now, and again on every channel this one becomes."""
+        connection = await self.connection.get()
+        await declare_topology(connection, topology)
+        self._topologies.append(topology)
+
+    # -- consuming ---------------------------------------------------------
+
+    async def consume(
+        self, queue: str, callback: DeliveryCallback, *, exclusive: bool = False
+    ) -> str:
+        """Start consuming; returns a key that stays valid across reopens."""
+        key = f"{self.purpose}-{queue}-{len(self._consumers)}-{id(callback):x}"
+        consumer = _Consumer(queue=queue, callback=callback, exclusive=exclusive)
+        raw = await self.raw()
+        consumer.tag = await self._basic_consume(raw, key, consumer)
+        self._consumers[key] = consumer
+        return key
+
+    async def _basic_consume(
+        self, raw: aiormq.abc.AbstractChannel, key: str, consumer: _Consumer
+    ) -> str:
+        ok = await raw.basic_consume(
+            consumer.queue, consumer.callback, exclusive=consumer.exclusive, consumer_tag=key
+        )
+        return str(ok.consumer_tag)
+
+    def is_consuming(self, key: str) -> bool:
+        """True while the consumer is attached to an open channel.
+
+        The broker cancels a consumer whose queue is deleted; aiormq then
+        forgets its tag, so this turns False.
+        """
+        consumer = self._consumers.get(key)
+        raw = self._raw
+        return (
+            consumer is not None
+            and raw is not None
+            and not raw.is_closed
+            and consumer.tag in getattr(raw, "consumers", {})
+        )
+
+    async def cancel(self, key: str) -> None:
+        consumer = self._consumers.pop(key, None)
+        raw = self._raw
+        if consumer is None or consumer.tag is None or raw is None or raw.is_closed:
+            return
+        with contextlib.suppress(*CONNECTION_LOST):
+            await raw.basic_cancel(consumer.tag)
+
+    async def consumer_count(self, queue: str) -> int:
+        """Consumers the broker itself counts on ``queue`` (a passive declare)."""
+        raw = await self.raw()
+        ok = await raw.queue_declare(queue, passive=True)
+        return int(ok.consumer_count or 0)
+
+    # -- acknowledging -----------------------------------------------------
+
+    def ack(self, delivery_tag: int, generation: int, *, multiple: bool = False) -> bool:
+        """Ack on the channel that delivered the message; False when that channel is gone."""
+        raw = self._raw
+        if generation != self.generation or raw is None or raw.is_closed:
+            return False
+        # wait=False: queue the frame and return; the broker sends no reply to ack.
+        self._track(raw.basic_ack(delivery_tag, multiple=multiple, wait=False))
+        return True
+
+    def reject(self, delivery_tag: int, generation: int, *, requeue: bool) -> bool:
+        raw = self._raw
+        if generation != self.generation or raw is None or raw.is_closed:
+            return False
+        self._track(raw.basic_reject(delivery_tag, requeue=requeue, wait=False))
+        return True
+
+    def _track(self, coro: Awaitable[None]) -> None:
+        # Hold a reference until done, or the task may be collected mid-flight.
+        task = asyncio.ensure_future(coro)
+        self._settling.add(task)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Future[None]) -> None:
+        self._settling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The channel closed under the frame: the broker requeues the message.
+            log.debug("%s: settle not sent: %r", self.purpose, task.exception())
+
+    async def close(self) -> None:
+        self._closed = True
+        self.connection.remove_listener(self._restore)
+        channel, self._channel, self._raw = self._channel, None, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(*CONNECTION_LOST):
+                await channel.close()
+
+
+async def declare_topology(connection: AbstractConnection, topology: Topology) -> None:
+    """Declare all of ``topology`` or none of it.
+
+    Runs on a throwaway channel. When the broker refuses a part (say, a queue
+    that exists with other arguments), the exchanges and queues this call
+    created are deleted again and the broker's refusal is raised as a
+    :class:`~messaging.errors.TopologyError` that says what differs.
+    """
+    existing = await _existing_names(connection, topology)
+    channel = await connection.channel()
+    try:
+        await _declare(channel, topology)
+    except Exception as exc:
+        error = translate_topology_error(exc)
+        await _remove_created(connection, topology, existing)
+        raise error from exc
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def _declare(channel: AbstractChannel, topology: Topology) -> None:
+    raw = await channel.get_underlay_channel()
+    for ex in topology.exchanges:
+        await raw.exchange_declare(
+            ex.name, exchange_type=ex.type, durable=ex.durable, arguments=dict(ex.arguments)
+        )
+    for q in topology.queues:
+        await raw.queue_declare(
+            q.name,
+            durable=q.durable,
+            exclusive=q.exclusive,
+            auto_delete=q.auto_delete,
+            arguments=dict(q.arguments),
+        )
+    for b in topology.bindings:
+        await raw.queue_bind(b.queue, b.exchange, routing_key=b.routing_key)
+
+
+async def _existing_names(connection: AbstractConnection, topology: Topology) -> set[str]:
+    """Which of the topology's exchanges and queues exist already (passive declares).
+
+    A failed passive declare closes its channel, hence one channel per check.
+    """
+    found: set[str] = set()
+    checks: list[tuple[str, str]] = [("exchange", e.name) for e in topology.exchanges]
+    checks += [("queue", q.name) for q in topology.queues if not q.exclusive]
+    for kind, name in checks:
+        channel = await connection.channel()
+        raw = await channel.get_underlay_channel()
+        try:
+            if kind == "exchange":
+                await raw.exchange_declare(name, passive=True)
+            else:
+                await raw.queue_declare(name, passive=True)
+            found.add(f"{kind}:{name}")
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            pass
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+    return found
+
+
+async def _remove_created(
+    connection: AbstractConnection, topology: Topology, existing: set[str]
+) -> None:
+    if connection.is_closed:
+        return
+    channel = await connection.channel()
+    raw = await channel.get_underlay_channel()
+    try:
+        for q in topology.queues:
+            if f"queue:{q.name}" not in existing and not q.exclusive:
+                await raw.queue_delete(q.name, if_unused=True, if_empty=True)
+        for ex in topology.exchanges:
+            if f"exchange:{ex.name}" not in existing:
+                await raw.exchange_delete(ex.name, if_unused=True)
+    except aiormq.exceptions.AMQPError as exc:
+        log.warning("could not remove the partly declared topology: %r", exc)
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+class ChannelManager:
+    """Hands out :class:`ManagedChannel` s on one connection and closes them together."""
+
+    def __init__(self, connection: SupervisedConnection) -> None:
+        self.connection = connection
+        self._channels: list[ManagedChannel] = []
+
+    def channel(
+        self, purpose: str, *, confirms: bool = False, prefetch: int | None = None
+    ) -> ManagedChannel:
+        """A new managed channel; it opens on first use."""
+        channel = ManagedChannel(self.connection, purpose, confirms=confirms, prefetch=prefetch)
+        self._channels.append(channel)
+        return channel
+
+    async def release(self, channel: ManagedChannel) -> None:
+        if channel in self._channels:
+            self._channels.remove(channel)
+        await channel.close()
+
+    @property
+    def channels(self) -> tuple[ManagedChannel, ...]:
+        return tuple(self._channels)
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, []
+        for channel in channels:
+            await channel.close()

@@ -1,0 +1,266 @@
+"""One AMQP connection kept alive: connect with backoff, reconnect after a drop.
+
+Reconnecting is done here, by composition, for every user of the connection:
+after a drop the supervisor retries in the background with growing, jittered,
+capped delays (for as long as it takes: a service must outlive an outage), and
+then calls the listeners registered with :meth:`on_reconnect` so they reopen
+their channels, re-declare and re-consume. Callers that need the connection
+now (a publish) wait for it with :meth:`wait_connected`, which gives up after
+the retry policy or their own timeout, whichever ends first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractConnection
+from aiormq.exceptions import AMQPError
+
+from messaging.backoff import RetryPolicy
+from messaging.config import RabbitMQConfig
+from messaging.errors import BrokerRefusedError, ClosedError, ConnectionFailedError, MessagingError
+from messaging.transport.errors import translate_connect_error
+
+log = logging.getLogger("messaging.connection")
+
+ReconnectListener = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ConnectionHealth:
+    """A snapshot of one connection's state, for health checks and metrics."""
+
+    purpose: str
+    connected: bool
+    uptime: float
+    """Seconds since the current connection opened; 0 when disconnected."""
+    reconnects: int
+    last_error: str | None
+    blocked: bool
+    """The broker has blocked publishing (a memory or disk alarm)."""
+
+
+class SupervisedConnection:
+    def __init__(self, config: RabbitMQConfig, policy: RetryPolicy, purpose: str) -> None:
+        self.config = config
+        self.policy = policy
+        self.purpose = purpose
+        self._connection: AbstractConnection | None = None
+        self._connected_at = 0.0
+        self._reconnects = 0
+        self._failed_retries = 0
+        self._last_error: str | None = None
+        self._listeners: list[ReconnectListener] = []
+        self._connect_lock: asyncio.Lock | None = None
+        self._connected: asyncio.Event | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    def health(self) -> ConnectionHealth:
+        connected = self.is_connected
+        return ConnectionHealth(
+            purpose=self.purpose,
+            connected=connected,
+            uptime=time.monotonic() - self._connected_at if connected else 0.0,
+            reconnects=self._reconnects,
+            last_error=self._last_error,
+            blocked=connected and self._is_blocked(),
+        )
+
+    def on_reconnect(self, listener: ReconnectListener) -> None:
+        """Call ``listener`` after every re-connection (not the first connection)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: ReconnectListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    # -- getting a connection ----------------------------------------------
+
+    async def get(self) -> AbstractConnection:
+        """The open connection, connecting first (bounded by the retry policy) if needed."""
+        if self._closed:
+            raise ClosedError(f"the {self.purpose} connection is closed")
+        connection = self._connection
+        if connection is not None and not connection.is_closed:
+            return connection
+        if self._reconnect_task is not None and not self._reconnect_task.done():
+            return await self.wait_connected(timeout=None)
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self._connection is not None and not self._connection.is_closed:
+                return self._connection
+            return await self._connect_with_retries()
+
+    async def wait_connected(self, timeout: float | None) -> AbstractConnection:
+        """Wait for the background reconnect; raise once the retry policy is spent.
+
+        Raises :class:`ConnectionFailedError` when the supervisor has already
+        failed more than ``max_retries`` times since the drop, or ``timeout``
+        passes first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._closed:
+                raise ClosedError(f"the {self.purpose} connection is closed")
+            connection = self._connection
+            if connection is not None and not connection.is_closed:
+                return connection
+            if self._reconnect_task is None or self._reconnect_task.done():
+                return await self.get()
+            if self._failed_retries > self.policy.max_retries:
+                raise ConnectionFailedError(
+                    f"the broker at {self.config.host}:{self.config.port} has been unreachable "
+                    f"for {self._failed_retries} attempts (max_retries={self.policy.max_retries}); "
+                    f"last error: {self._last_error}"
+                )
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise ConnectionFailedError(
+                    f"no connection to the broker within {timeout:.1f}s; "
+                    f"last error: {self._last_error}"
+                )
+            # Wake at least once a second to re-check the retry count.
+            step = 1.0 if remaining is None else min(1.0, remaining)
+            assert self._connected is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), step)
+
+    async def _connect_with_retries(self) -> AbstractConnection:
+        delays = self.policy.delays()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._open()
+            except BrokerRefusedError:
+                raise
+            except ConnectionFailedError as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise ConnectionFailedError(
+                        f"{exc} (gave up after {attempt} attempts; "
+                        f"max_retries={self.policy.max_retries})"
+                    ) from exc.__cause__
+                log.warning(
+                    "%s connection attempt %d failed (%s); retrying in %.1fs",
+                    self.purpose,
+                    attempt,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _open(self) -> AbstractConnection:
+        cfg = self.config
+        try:
+            connection = await aio_pika.connect(
+                host=cfg.host,
+                port=cfg.port,
+                login=cfg.username,
+                password=cfg.password.get_secret_value(),
+                virtualhost=cfg.vhost,
+                timeout=cfg.connect_timeout,
+                heartbeat=cfg.heartbeat,
+                client_properties={"connection_name": f"{cfg.connection_name}:{self.purpose}"},
+            )
+        except (AMQPError, OSError, TimeoutError) as exc:
+            error = translate_connect_error(exc, cfg)
+            self._last_error = str(error)
+            raise error from exc
+        self._connection = connection
+        self._connected_at = time.monotonic()
+        self._failed_retries = 0
+        if self._connected is None:
+            self._connected = asyncio.Event()
+        self._connected.set()
+        connection.close_callbacks.add(self._on_connection_closed)
+        log.info("%s connection open to %s", self.purpose, cfg.safe_url())
+        return connection
+
+    def _is_blocked(self) -> bool:
+        # aio-pika exposes no public flag; aiormq's connection keeps an event
+        # that is cleared while the broker has blocked us.
+        transport: Any = getattr(self._connection, "transport", None)
+        inner: Any = getattr(transport, "connection", None)
+        unblocked = getattr(inner, "_Connection__connection_unblocked", None)
+        return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+
+    # -- losing it -----------------------------------------------------------
+
+    def _on_connection_closed(self, sender: Any, exc: BaseException | None = None) -> None:
+        if sender is not self._connection:
+            return
+        if self._connected is not None:
+            self._connected.clear()
+        if self._closed:
+            return
+        self._last_error = repr(exc) if exc is not None else "closed by the broker"
+        log.warning("%s connection lost (%s); reconnecting", self.purpose, self._last_error)
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(
+                self._reconnect_forever(), name=f"reconnect-{self.purpose}"
+            )
+
+    async def _reconnect_forever(self) -> None:
+        self._failed_retries = 0
+        while not self._closed:
+            delay = self.policy.delay(self._failed_retries)
+            try:
+                await self._open()
+            except MessagingError as exc:
+                self._failed_retries += 1
+                level = (
+                    logging.ERROR
+                    if self._failed_retries > self.policy.max_retries
+                    else logging.WARNING
+                )
+                log.log(
+                    level,
+                    "%s reconnect attempt %d failed (%s); next in %.1fs",
+                    self.purpose,
+                    self._failed_retries,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._reconnects += 1
+            log.info("%s connection restored (reconnect #%d)", self.purpose, self._reconnects)
+            for listener in list(self._listeners):
+                try:
+                    await listener()
+                except Exception:
+                    # One listener failing must not keep the others down; the
+                    # failure is its own to report (it logs with its context).
+                    log.exception("%s reconnect listener failed", self.purpose)
+            if self.is_connected:
+                return
+            # Dropped again while the listeners ran: this task is still the
+            # one reconnecting, so go round again.
+
+    async def close(self) -> None:
+        self._closed = True
+        task, self._reconnect_task = self._reconnect_task, None
+        if task is not None and not task.done():
+            task.cancel()
+        connection, self._connection = self._connection, None
+        if self._connected is not None:
+            self._connected.set()  # wake waiters so they see the closed state
+        if connection is not None and not connection.is_closed:
+            await connection.close()
+            log.info("%s connection closed", self.purpose)

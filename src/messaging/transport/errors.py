@@ -1,0 +1,116 @@
+"""The one place where the AMQP client's exceptions become ours."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import aiormq.exceptions as amqp_errors
+from pamqp import commands as spec
+
+from messaging.config import RabbitMQConfig
+from messaging.errors import (
+    AuthenticationFailedError,
+    ConnectionFailedError,
+    MessagingError,
+    PublishError,
+    PublishNackedError,
+    TopologyError,
+    TopologyMismatchError,
+    UnroutableMessageError,
+    VirtualHostError,
+)
+
+_INEQUIVALENT = re.compile(
+    r"inequivalent arg '(?P<arg>[^']+)' for (?P<entity>queue|exchange) '(?P<name>[^']+)'"
+    r".*?received (?P<want>.+?) but current is (?P<have>.+?)\"?$"
+)
+
+# The exceptions that mean "the connection or channel went away", as opposed
+# to "the broker refused this operation".
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    amqp_errors.AMQPConnectionError,
+    amqp_errors.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+    amqp_errors.ChannelClosed,
+)
+
+
+def translate_connect_error(exc: BaseException, config: RabbitMQConfig) -> MessagingError:
+    """An error from opening a connection, as the error a user can act on."""
+    where = f"{config.host}:{config.port} vhost {config.vhost!r}"
+    if isinstance(exc, amqp_errors.ProbableAuthenticationError | amqp_errors.AuthenticationError):
+        return AuthenticationFailedError(
+            f"the broker at {where} refused the login of user {config.username!r}: "
+            f"check RABBITMQ__USERNAME and RABBITMQ__PASSWORD (retrying cannot fix this)"
+        )
+    vhost_refused = isinstance(exc, amqp_errors.ConnectionNotAllowed) or (
+        isinstance(exc, amqp_errors.InvalidFrameError) and "Connection.OpenOk" in str(exc)
+    )
+    if vhost_refused:
+        return VirtualHostError(
+            f"the broker at {config.host}:{config.port} refused virtual host {config.vhost!r} "
+            f"for user {config.username!r}: it does not exist or the user has no permission "
+            f"on it. Check RABBITMQ__VHOST, or create it (`rabbitmqctl add_vhost` and "
+            f"`rabbitmqctl set_permissions`). Retrying cannot fix this."
+        )
+    return ConnectionFailedError(f"cannot reach the broker at {where}: {_describe(exc)}")
+
+
+def translate_topology_error(exc: BaseException) -> MessagingError:
+    if isinstance(exc, amqp_errors.ChannelPreconditionFailed):
+        text = str(exc.args[0]) if exc.args else str(exc)
+        match = _INEQUIVALENT.search(text)
+        if match:
+            return TopologyMismatchError(
+                match["entity"],
+                match["name"],
+                {match["arg"]: (_unquote(match["want"]), _unquote(match["have"]))},
+                text,
+            )
+        return TopologyMismatchError("entity", "?", {}, text)
+    if isinstance(exc, amqp_errors.ChannelClosed):
+        return TopologyError(f"the broker refused the declaration: {_describe(exc)}")
+    if isinstance(exc, CONNECTION_LOST):
+        return ConnectionFailedError(f"connection lost while declaring: {_describe(exc)}")
+    return TopologyError(_describe(exc))
+
+
+def translate_publish_error(exc: BaseException, exchange: str, routing_key: str) -> MessagingError:
+    if isinstance(exc, amqp_errors.PublishError):
+        return UnroutableMessageError(
+            f"no queue is bound to exchange {exchange!r} for routing key {routing_key!r}; "
+            f"the broker returned the message. Start the subscriber first (it declares and "
+            f"binds its queue), or check the routing key."
+        )
+    if isinstance(exc, amqp_errors.DeliveryError):
+        frame = exc.frame if hasattr(exc, "frame") else None
+        if isinstance(frame, spec.Basic.Nack) or frame is None:
+            return PublishNackedError(
+                f"the broker nacked the message to {exchange!r}/{routing_key!r}: it was not "
+                f"stored; publish it again"
+            )
+    if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
+        return PublishError(
+            f"exchange {exchange!r} does not exist: {_describe(exc)}. Create it by starting a "
+            f"subscriber or publisher on it first."
+        )
+    return PublishError(f"publish to {exchange!r}/{routing_key!r} failed: {_describe(exc)}")
+
+
+def _unquote(value: str) -> Any:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1]
+    return value
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if exc.args:
+        return f"{type(exc).__name__}: {exc.args[-1] if len(exc.args) > 1 else exc.args[0]}"
+    return type(exc).__name__

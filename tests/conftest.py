@@ -1,0 +1,117 @@
+"""Fixtures shared by every test that talks to the real broker."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pika
+import pytest
+
+from messaging.config import RabbitMQConfig
+
+BROKER = ("127.0.0.1", 5672)
+
+
+def broker_is_up() -> bool:
+    try:
+        with socket.create_connection(BROKER, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Names:
+    """Unique exchange and queue names for one test; all deleted afterwards."""
+
+    prefix: str
+    exchanges: set[str] = field(default_factory=set)
+    queues: set[str] = field(default_factory=set)
+
+    @property
+    def exchange(self) -> str:
+        return self.new_exchange("events")
+
+    def new_exchange(self, suffix: str) -> str:
+        name = f"{self.prefix}.{suffix}"
+        self.exchanges.update({name, f"{name}.dlx"})
+        return name
+
+    def queue(self, suffix: str = "q") -> str:
+        name = f"{self.prefix}.{suffix}"
+        self.queues.update({name, f"{name}.dlq"})
+        return name
+
+
+@pytest.fixture
+def names() -> Iterator[Names]:
+    names = Names(prefix=f"test-{uuid.uuid4().hex[:10]}")
+    yield names
+    delete_names(names)
+
+
+def delete_names(names: Names) -> None:
+    connection = pika.BlockingConnection(pika.ConnectionParameters(*BROKER))
+    try:
+        channel = connection.channel()
+        for queue in names.queues:
+            channel.queue_delete(queue)
+        for exchange in names.exchanges:
+            channel.exchange_delete(exchange)
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def config() -> RabbitMQConfig:
+    return RabbitMQConfig(host=BROKER[0], port=BROKER[1], connection_name="chimera-test")
+
+
+class RawBroker:
+    """A pika connection for looking at the broker behind the library's back."""
+
+    def __init__(self) -> None:
+        self.connection = pika.BlockingConnection(pika.ConnectionParameters(*BROKER))
+        self.channel = self.connection.channel()
+
+    def depth(self, queue: str) -> int:
+        ok = self.channel.queue_declare(queue, passive=True)
+        return int(ok.method.message_count)
+
+    def consumers(self, queue: str) -> int:
+        ok = self.channel.queue_declare(queue, passive=True)
+        return int(ok.method.consumer_count)
+
+    def get(self, queue: str) -> tuple[object, object, bytes] | None:
+        method, props, body = self.channel.basic_get(queue, auto_ack=True)
+        if method is None:
+            return None
+        return method, props, body
+
+    def publish(self, exchange: str, routing_key: str, body: bytes, **props: object) -> None:
+        self.channel.basic_publish(
+            exchange, routing_key, body, pika.BasicProperties(delivery_mode=2, **props)
+        )
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+
+@pytest.fixture
+def raw() -> Iterator[RawBroker]:
+    broker = RawBroker()
+    yield broker
+    broker.close()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not broker_is_up():
+        pytest.exit(
+            "RabbitMQ is not answering on 127.0.0.1:5672; start it with "
+            "`rabbitmq-server -detached && rabbitmqctl await_startup` (.ci/run does this)",
+            returncode=3,
+        )
