@@ -14,7 +14,8 @@ Faults:
 * ``drop_all()``: abort every live client/upstream pair at once (RST by default).
 * ``stall(seconds)`` / ``unstall()``: stop forwarding both ways but keep both
   sockets open; the client sees a silent peer, as with a dead network path.
-  Heartbeat detection needs a stall longer than twice the heartbeat.
+  The broker gives up after two missed heartbeats, but aiormq (aio-pika) only
+  after ``(heartbeat + 1) * 3`` s of silence: ~6-7 s at ``heartbeat=1``.
 * ``cut_after(n, direction=...)``: abort a connection once ``n`` bytes went one
   way; the ``n``-th byte is the last one forwarded, so frames are cut mid-way.
 * ``refuse(True, how=...)``: new connections are closed on accept (``close``),
