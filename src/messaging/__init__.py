@@ -4,10 +4,12 @@ The synchronous classes the spec names live here; their asyncio twins are in
 :mod:`messaging.aio`.
 """
 
+from messaging.agent import BaseAgent
 from messaging.aio.pool import PoolHealth
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, Settings, load_config
 from messaging.connection import ConnectionPool
+from messaging.context import ContextStore, InMemoryContextStore
 from messaging.errors import (
     AuthenticationFailedError,
     BrokerRefusedError,
@@ -34,6 +36,7 @@ from messaging.transport import ChannelManager, ConnectionHealth
 
 __all__ = [
     "AuthenticationFailedError",
+    "BaseAgent",
     "BrokerRefusedError",
     "ChannelManager",
     "ClosedError",
@@ -41,9 +44,11 @@ __all__ = [
     "ConnectionFailedError",
     "ConnectionHealth",
     "ConnectionPool",
+    "ContextStore",
     "DecodeError",
     "EventPublisher",
     "EventSubscriber",
+    "InMemoryContextStore",
     "InvalidMessageError",
     "MessageBuilder",
     "MessagingError",

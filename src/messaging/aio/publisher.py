@@ -23,6 +23,7 @@ from messaging.errors import (
 from messaging.routing import validate_routing_key
 from messaging.serialization import CONTENT_TYPE, serialize
 from messaging.topology import Topology, events_exchange, validate_name
+from messaging.transport import ManagedChannel
 from messaging.transport.errors import CONNECTION_LOST, translate_publish_error
 
 log = logging.getLogger("messaging.publisher")
@@ -76,6 +77,11 @@ class AsyncEventPublisher:
         self._declared: asyncio.Future[None] | None = None
         self._closed = False
 
+    @property
+    def channel(self) -> ManagedChannel:
+        """The confirmed channel this publisher sends on."""
+        return self._channel
+
     async def _ensure_exchange(self) -> None:
         # Declared once; the managed channel re-declares it after a reconnect.
         if self._declared is None:
@@ -104,8 +110,13 @@ class AsyncEventPublisher:
         message_id: str | None = None,
         persistent: bool = True,
         timeout: float | None = None,
+        exchange: str | None = None,
     ) -> str:
-        """Publish ``message`` and wait for the confirm. Returns its ``message_id``."""
+        """Publish ``message`` and wait for the confirm. Returns its ``message_id``.
+
+        ``exchange`` overrides the publisher's exchange for this message; ``""``
+        is the default exchange, which routes by queue name (replies use it).
+        """
         if self._closed:
             raise ClosedError(f"publisher {self.agent_name!r} is closed")
         body = serialize(message)
@@ -131,7 +142,8 @@ class AsyncEventPublisher:
             timestamp=datetime.now(tz=UTC),
             headers=dict(headers) if headers else None,
         )
-        await self._send(body, routing_key, properties, timeout or self.publish_timeout)
+        target = self.exchange_name if exchange is None else exchange
+        await self._send(body, target, routing_key, properties, timeout or self.publish_timeout)
         return message_id
 
     async def publish_with_reply(
@@ -150,7 +162,12 @@ class AsyncEventPublisher:
         )
 
     async def _send(
-        self, body: bytes, routing_key: str, properties: Basic.Properties, timeout: float
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: Basic.Properties,
+        timeout: float,
     ) -> None:
         deadline = time.monotonic() + timeout
         attempt = 0
@@ -168,7 +185,7 @@ class AsyncEventPublisher:
             try:
                 await raw.basic_publish(
                     body,
-                    exchange=self.exchange_name,
+                    exchange=exchange,
                     routing_key=routing_key,
                     properties=properties,
                     mandatory=True,
@@ -178,9 +195,9 @@ class AsyncEventPublisher:
             except TimeoutError:
                 continue  # the loop head raises PublishTimeoutError
             except _REFUSED as exc:
-                raise translate_publish_error(exc, self.exchange_name, routing_key) from exc
+                raise translate_publish_error(exc, exchange, routing_key) from exc
             except amqp_errors.DeliveryError as exc:
-                error = translate_publish_error(exc, self.exchange_name, routing_key)
+                error = translate_publish_error(exc, exchange, routing_key)
                 log.error(
                     "publish of %s to %s failed: %s [correlation_id=%s]",
                     properties.message_id,

@@ -41,6 +41,7 @@ class _Consumer:
     queue: str
     callback: DeliveryCallback
     exclusive: bool
+    no_ack: bool
     tag: str | None = None
 
 
@@ -159,11 +160,16 @@ class ManagedChannel:
     # -- consuming ---------------------------------------------------------
 
     async def consume(
-        self, queue: str, callback: DeliveryCallback, *, exclusive: bool = False
+        self,
+        queue: str,
+        callback: DeliveryCallback,
+        *,
+        exclusive: bool = False,
+        no_ack: bool = False,
     ) -> str:
         """Start consuming; returns a key that stays valid across reopens."""
         key = f"{self.purpose}-{queue}-{len(self._consumers)}-{id(callback):x}"
-        consumer = _Consumer(queue=queue, callback=callback, exclusive=exclusive)
+        consumer = _Consumer(queue=queue, callback=callback, exclusive=exclusive, no_ack=no_ack)
         raw = await self.raw()
         consumer.tag = await self._basic_consume(raw, key, consumer)
         self._consumers[key] = consumer
@@ -173,7 +179,11 @@ class ManagedChannel:
         self, raw: aiormq.abc.AbstractChannel, key: str, consumer: _Consumer
     ) -> str:
         ok = await raw.basic_consume(
-            consumer.queue, consumer.callback, exclusive=consumer.exclusive, consumer_tag=key
+            consumer.queue,
+            consumer.callback,
+            exclusive=consumer.exclusive,
+            no_ack=consumer.no_ack,
+            consumer_tag=key,
         )
         return str(ok.consumer_tag)
 

@@ -1,0 +1,112 @@
+"""The README's BaseAgent, for synchronous code."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.message import Message as ProtoMessage
+
+from messaging._portal import Portal
+from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore
+from messaging.aio.publisher import DEFAULT_EXCHANGE
+from messaging.connection import ConnectionPool
+from messaging.context import Context, ContextStore
+from messaging.subscriber import EventSubscriber
+
+
+class BaseAgent(EventSubscriber):
+    """A subscriber that also publishes, with correlation tracking.
+
+    Subclasses map routing keys (or patterns) to message classes in
+    :meth:`get_routing_key_map` and handle messages in :meth:`route_message`.
+
+    - :meth:`publish_request` sends a request and keeps ``context`` under its
+      correlation id; the answer arrives with it as ``properties["context"]``.
+    - :meth:`publish_response` answers the message in hand: to its ``reply_to``
+      when the sender gave one (instead of ``routing_key``), else to
+      ``routing_key`` on the agent's exchange.
+    - :meth:`request` sends and blocks for the reply (direct reply-to).
+    """
+
+    def __init__(
+        self,
+        connection_pool: ConnectionPool,
+        agent_name: str,
+        routing_keys: Sequence[str],
+        exchange_name: str = DEFAULT_EXCHANGE,
+        queue_name: str | None = None,
+        prefetch_count: int = 1,
+        *,
+        context_store: ContextStore | None = None,
+        context_ttl: float = DEFAULT_CONTEXT_TTL,
+    ) -> None:
+        self.agent = AgentCore(
+            connection_pool.aio,
+            agent_name,
+            exchange_name,
+            self.get_routing_key_map,
+            context_store,
+            context_ttl,
+        )
+        super().__init__(
+            connection_pool=connection_pool,
+            agent_name=agent_name,
+            exchange_name=exchange_name,
+            queue_name=queue_name,
+            routing_keys=routing_keys,
+            prefetch_count=prefetch_count,
+        )
+        self._portal = Portal.get()
+
+    @abstractmethod
+    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
+        """Routing key (or pattern) -> the protobuf class arriving with it."""
+
+    @abstractmethod
+    def route_message(
+        self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
+    ) -> None:
+        """Handle one message. Raise to dead-letter it."""
+
+    def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
+        cls = self.agent.message_class(routing_key)
+        if cls is None:
+            raise KeyError(routing_key)
+        return cls
+
+    def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
+        token = self.agent.enter(properties)
+        try:
+            self.route_message(message, properties["routing_key"], properties)
+        finally:
+            self.agent.leave(token)
+
+    def publish(self, message: ProtoMessage, routing_key: str, **kwargs: Any) -> str:
+        """Publish on the agent's exchange and wait for the confirm; returns the message id."""
+        return self._portal.call(self.agent.publisher.publish(message, routing_key, **kwargs))
+
+    def publish_request(
+        self, message: ProtoMessage, routing_key: str, context: Context | None = None
+    ) -> str:
+        """Send a request, remembering ``context`` until its answer; returns the correlation id."""
+        return self._portal.call(self.agent.publish_request(message, routing_key, context))
+
+    def publish_response(
+        self, response: ProtoMessage, routing_key: str, correlation_id: str
+    ) -> str:
+        reply_to = self.agent.reply_to_for(correlation_id)
+        return self._portal.call(
+            self.agent.publish_response(response, routing_key, correlation_id, reply_to)
+        )
+
+    def request(
+        self, message: ProtoMessage, routing_key: str, timeout: float = 30.0
+    ) -> ProtoMessage:
+        """Send a request and block for its reply; raises RequestTimeoutError."""
+        return self._portal.call(self.agent.request(message, routing_key, timeout))
+
+    def close(self) -> None:
+        """Release the agent's publishing channel (start_consuming's own channel closes on stop)."""
+        self._portal.call(self.agent.close())

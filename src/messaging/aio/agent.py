@@ -1,0 +1,206 @@
+"""Agents: a subscriber and a publisher in one, with correlation tracking.
+
+:class:`AgentCore` is what the sync :class:`messaging.BaseAgent` and the
+async :class:`AsyncBaseAgent` share: the routing-key map, the workflow
+context store, the current delivery, and request/response.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar, Token
+from typing import Any
+
+from google.protobuf.message import Message as ProtoMessage
+
+from messaging.aio.pool import AsyncConnectionPool
+from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
+from messaging.aio.rpc import AsyncRequester
+from messaging.aio.subscriber import AsyncEventSubscriber
+from messaging.context import Context, ContextStore, InMemoryContextStore
+from messaging.routing import RoutingTable
+
+DEFAULT_CONTEXT_TTL = 300.0
+
+_current_delivery: ContextVar[dict[str, Any] | None] = ContextVar(
+    "messaging_current_delivery", default=None
+)
+
+
+def current_delivery() -> dict[str, Any] | None:
+    """The properties of the message being handled in this thread or task, if any."""
+    return _current_delivery.get()
+
+
+class AgentCore:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        agent_name: str,
+        exchange_name: str,
+        routing_key_map: Callable[[], Mapping[str, type[ProtoMessage]]],
+        context_store: ContextStore | None,
+        context_ttl: float,
+    ) -> None:
+        self.agent_name = agent_name
+        self.publisher = AsyncEventPublisher(pool, agent_name, exchange_name)
+        self.contexts: ContextStore = context_store or InMemoryContextStore()
+        self.context_ttl = context_ttl
+        self._routing_key_map = routing_key_map
+        self._routes: RoutingTable[type[ProtoMessage]] | None = None
+        self._requester: AsyncRequester | None = None
+
+    def message_class(self, routing_key: str) -> type[ProtoMessage] | None:
+        if self._routes is None:
+            self._routes = RoutingTable(dict(self._routing_key_map()))
+        return self._routes.lookup(routing_key)
+
+    def enter(self, properties: dict[str, Any]) -> Token[dict[str, Any] | None]:
+        """Attach the workflow context to ``properties`` and make it the current delivery."""
+        correlation_id = properties.get("correlation_id")
+        properties["context"] = self.contexts.pop(correlation_id) if correlation_id else None
+        return _current_delivery.set(properties)
+
+    @staticmethod
+    def leave(token: Token[dict[str, Any] | None]) -> None:
+        _current_delivery.reset(token)
+
+    def remember(self, message: ProtoMessage, context: Context | None) -> str:
+        """The request's correlation id (from its metadata, or new), with ``context`` stored."""
+        metadata = getattr(message, "metadata", None)
+        correlation_id = (metadata.correlation_id if metadata is not None else "") or str(
+            uuid.uuid4()
+        )
+        if metadata is not None:
+            metadata.correlation_id = correlation_id
+        if context is not None:
+            self.contexts.put(correlation_id, context, self.context_ttl)
+        return correlation_id
+
+    async def publish_request(
+        self, message: ProtoMessage, routing_key: str, context: Context | None
+    ) -> str:
+        # The context is stored before the publish: the answer can be faster
+        # than the confirm.
+        correlation_id = self.remember(message, context)
+        try:
+            await self.publisher.publish(message, routing_key, correlation_id=correlation_id)
+        except BaseException:
+            self.contexts.pop(correlation_id)
+            raise
+        return correlation_id
+
+    async def publish_response(
+        self,
+        response: ProtoMessage,
+        routing_key: str,
+        correlation_id: str,
+        reply_to: str | None,
+    ) -> str:
+        metadata = getattr(response, "metadata", None)
+        if metadata is not None and not metadata.correlation_id:
+            metadata.correlation_id = correlation_id
+        if reply_to:
+            return await self.publisher.publish(
+                response, reply_to, correlation_id=correlation_id, exchange=""
+            )
+        return await self.publisher.publish(response, routing_key, correlation_id=correlation_id)
+
+    async def request(
+        self, message: ProtoMessage, routing_key: str, timeout: float
+    ) -> ProtoMessage:
+        if self._requester is None:
+            self._requester = AsyncRequester(self.publisher)
+        metadata = getattr(message, "metadata", None)
+        correlation_id = (metadata.correlation_id if metadata is not None else "") or None
+        return await self._requester.request(
+            message, routing_key, timeout, correlation_id=correlation_id
+        )
+
+    @staticmethod
+    def reply_to_for(correlation_id: str) -> str | None:
+        """Where the answer to the message in hand should go, if its sender asked."""
+        delivery = _current_delivery.get()
+        if delivery is None or delivery.get("correlation_id") != correlation_id:
+            return None
+        reply_to = delivery.get("reply_to")
+        return str(reply_to) if reply_to else None
+
+    async def close(self) -> None:
+        await self.publisher.close()
+
+
+class AsyncBaseAgent(AsyncEventSubscriber):
+    """The asyncio twin of :class:`messaging.BaseAgent`: ``route_message`` is a coroutine."""
+
+    def __init__(
+        self,
+        connection_pool: AsyncConnectionPool,
+        agent_name: str,
+        routing_keys: Sequence[str],
+        exchange_name: str = DEFAULT_EXCHANGE,
+        queue_name: str | None = None,
+        prefetch_count: int = 1,
+        *,
+        context_store: ContextStore | None = None,
+        context_ttl: float = DEFAULT_CONTEXT_TTL,
+    ) -> None:
+        self.agent = AgentCore(
+            connection_pool,
+            agent_name,
+            exchange_name,
+            self.get_routing_key_map,
+            context_store,
+            context_ttl,
+        )
+        super().__init__(
+            connection_pool, agent_name, exchange_name, queue_name, routing_keys, prefetch_count
+        )
+
+    @abstractmethod
+    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
+        """Routing key (or pattern) -> the protobuf class arriving with it."""
+
+    @abstractmethod
+    async def route_message(
+        self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
+    ) -> None:
+        """Handle one message. Raise to dead-letter it."""
+
+    def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
+        cls = self.agent.message_class(routing_key)
+        if cls is None:
+            raise KeyError(routing_key)
+        return cls
+
+    async def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
+        token = self.agent.enter(properties)
+        try:
+            await self.route_message(message, properties["routing_key"], properties)
+        finally:
+            self.agent.leave(token)
+
+    async def publish(self, message: ProtoMessage, routing_key: str, **kwargs: Any) -> str:
+        return await self.agent.publisher.publish(message, routing_key, **kwargs)
+
+    async def publish_request(
+        self, message: ProtoMessage, routing_key: str, context: Context | None = None
+    ) -> str:
+        return await self.agent.publish_request(message, routing_key, context)
+
+    async def publish_response(
+        self, response: ProtoMessage, routing_key: str, correlation_id: str
+    ) -> str:
+        reply_to = self.agent.reply_to_for(correlation_id)
+        return await self.agent.publish_response(response, routing_key, correlation_id, reply_to)
+
+    async def request(
+        self, message: ProtoMessage, routing_key: str, timeout: float = 30.0
+    ) -> ProtoMessage:
+        return await self.agent.request(message, routing_key, timeout)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        await super().stop(timeout)
+        await self.agent.close()

@@ -1,0 +1,111 @@
+"""Request/response over RabbitMQ's direct reply-to.
+
+Requests go out on the publisher's confirmed channel with ``reply_to`` set to
+``amq.rabbitmq.reply-to``; the broker routes each answer straight back to that
+channel, with no reply queue to declare or clean up. Every caller waits on a
+future keyed by its correlation id, so any number of requests are in flight
+together. A reply whose caller has gone (timed out) is dropped with a warning,
+never handed to another caller. If the channel is lost, the pseudo-queue goes
+with it: waiting callers fail at once instead of waiting out their timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from aiormq.abc import DeliveredMessage
+from google.protobuf.message import Message as ProtoMessage
+
+from messaging.aio.publisher import AsyncEventPublisher
+from messaging.errors import ConnectionFailedError, DecodeError, RequestTimeoutError
+from messaging.serialization import deserialize, message_class_for
+
+log = logging.getLogger("messaging.rpc")
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+class AsyncRequester:
+    def __init__(self, publisher: AsyncEventPublisher) -> None:
+        self.publisher = publisher
+        self._pending: dict[str, asyncio.Future[ProtoMessage]] = {}
+        self._consuming: asyncio.Future[None] | None = None
+        publisher.channel.on_reopen(self._on_reopen)
+
+    async def _ensure_consuming(self) -> None:
+        # Direct reply-to needs its consumer (no-ack) on the publishing channel
+        # before the first request; the managed channel re-issues it on reopen.
+        if self._consuming is None:
+            self._consuming = asyncio.get_running_loop().create_future()
+            try:
+                await self.publisher.channel.consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+            except BaseException as exc:
+                self._consuming.set_exception(exc)
+                self._consuming.exception()
+                self._consuming = None
+                raise
+            self._consuming.set_result(None)
+        elif not self._consuming.done():
+            await asyncio.shield(self._consuming)
+
+    async def request(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 30.0,
+        *,
+        correlation_id: str | None = None,
+    ) -> ProtoMessage:
+        """Send ``message`` and wait for the reply; raises :class:`RequestTimeoutError`."""
+        await self._ensure_consuming()
+        correlation_id = correlation_id or str(uuid.uuid4())
+        if correlation_id in self._pending:
+            raise ValueError(f"a request with correlation_id {correlation_id!r} is in flight")
+        future: asyncio.Future[ProtoMessage] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                await self.publisher.publish(
+                    message,
+                    routing_key,
+                    correlation_id=correlation_id,
+                    reply_to=DIRECT_REPLY_TO,
+                    timeout=timeout,
+                )
+                return await future
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"no reply to {routing_key!r} within {timeout:.1f}s "
+                f"[correlation_id={correlation_id}]"
+            ) from None
+        finally:
+            self._pending.pop(correlation_id, None)
+
+    async def _on_reply(self, delivery: DeliveredMessage) -> None:
+        props = delivery.header.properties
+        correlation_id = props.correlation_id or ""
+        future = self._pending.get(correlation_id)
+        if future is None or future.done():
+            log.warning(
+                "reply arrived after its caller stopped waiting; dropped [correlation_id=%s]",
+                correlation_id,
+            )
+            return
+        try:
+            cls = message_class_for(props.message_type or "")
+            future.set_result(deserialize(delivery.body, cls))
+        except DecodeError as exc:
+            future.set_exception(exc)
+
+    async def _on_reopen(self, generation: int) -> None:
+        pending, self._pending = self._pending, {}
+        for correlation_id, future in pending.items():
+            if not future.done():
+                future.set_exception(
+                    ConnectionFailedError(
+                        "the connection was lost while waiting for the reply; the request "
+                        f"may or may not have been handled [correlation_id={correlation_id}]"
+                    )
+                )

@@ -1,0 +1,223 @@
+"""BaseAgent and AsyncBaseAgent on the real broker: routing, context, request/response."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from google.protobuf.message import Message as ProtoMessage
+
+from messaging import BaseAgent, ConnectionPool, RequestTimeoutError
+from messaging.aio import AsyncBaseAgent, AsyncConnectionPool
+from messaging.config import RabbitMQConfig
+from messaging.generated import messages_pb2
+from tests.conftest import Names
+from tests.integration.helpers import wait_for
+
+
+class Echo(BaseAgent):
+    """Answers MyRequest with MyResponse(text=upper) after ``delay`` seconds."""
+
+    def __init__(
+        self, pool: ConnectionPool, names: Names, exchange: str, delay: float = 0.0
+    ) -> None:
+        self.delay = delay
+        super().__init__(
+            pool, "echo", ["echo.request"], exchange, names.queue("echo"), prefetch_count=10
+        )
+
+    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
+        return {"echo.request": messages_pb2.MyRequest}
+
+    def route_message(
+        self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
+    ) -> None:
+        assert isinstance(message, messages_pb2.MyRequest)
+        if self.delay:
+            time.sleep(self.delay)
+        self.publish_response(
+            messages_pb2.MyResponse(text=message.text.upper()),
+            "echo.response",
+            properties["correlation_id"],
+        )
+
+
+class Collector(BaseAgent):
+    """Records (class, routing key, properties) of everything its map admits."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        names: Names,
+        exchange: str,
+        routes: dict[str, type[ProtoMessage]],
+        keys: Sequence[str],
+    ) -> None:
+        self.routes = routes
+        self.seen: list[tuple[ProtoMessage, str, dict[str, Any]]] = []
+        super().__init__(pool, "collector", keys, exchange, names.queue("collector"))
+
+    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
+        return self.routes
+
+    def route_message(
+        self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
+    ) -> None:
+        self.seen.append((message, routing_key, properties))
+
+
+def running(agent: BaseAgent) -> threading.Thread:
+    thread = threading.Thread(target=agent.start_consuming, daemon=True)
+    thread.start()
+    wait_for(lambda: agent.is_consuming, what=f"{agent.agent_name} to consume")
+    return thread
+
+
+def stopped(agent: BaseAgent, thread: threading.Thread) -> None:
+    agent.stop()
+    thread.join(20)
+    agent.close()
+
+
+@pytest.fixture
+def pool(config: RabbitMQConfig) -> Iterator[ConnectionPool]:
+    pool = ConnectionPool(config, max_retries=2, initial_retry_delay=0.2, max_retry_delay=1.0)
+    yield pool
+    pool.close()
+
+
+def test_routing_key_map_patterns_pick_the_class(pool: ConnectionPool, names: Names) -> None:
+    exchange = names.exchange
+    collector = Collector(
+        pool,
+        names,
+        exchange,
+        {"query.request": messages_pb2.QueryRequest, "data.*": messages_pb2.DataRequest},
+        ["query.request", "data.*"],
+    )
+    thread = running(collector)
+    try:
+        collector.publish(messages_pb2.QueryRequest(query="q"), "query.request")
+        collector.publish(messages_pb2.DataRequest(symbol="ZEC"), "data.request")
+        collector.publish(messages_pb2.DataRequest(symbol="BTC"), "data.refresh")
+        wait_for(lambda: len(collector.seen) == 3, what="three messages")
+    finally:
+        stopped(collector, thread)
+    kinds = [(type(m).__name__, key) for m, key, _ in collector.seen]
+    assert kinds == [
+        ("QueryRequest", "query.request"),
+        ("DataRequest", "data.request"),
+        ("DataRequest", "data.refresh"),
+    ]
+
+
+def test_workflow_context_comes_back_once(pool: ConnectionPool, names: Names) -> None:
+    exchange = names.exchange
+    echo = Echo(pool, names, exchange)
+    asker = Collector(
+        pool, names, exchange, {"echo.response": messages_pb2.MyResponse}, ["echo.response"]
+    )
+    threads = [running(echo), running(asker)]
+    try:
+        correlation_id = asker.publish_request(
+            messages_pb2.MyRequest(text="step one"), "echo.request", context={"step": 1}
+        )
+        wait_for(lambda: len(asker.seen) == 1, what="the answer")
+        # A second message with the same correlation id finds no context: it was released.
+        asker.publish(messages_pb2.MyResponse(text="again"), "echo.response",
+                      correlation_id=correlation_id)
+        wait_for(lambda: len(asker.seen) == 2, what="the repeat")
+    finally:
+        stopped(echo, threads[0])
+        stopped(asker, threads[1])
+    first, second = asker.seen[0][2], asker.seen[1][2]
+    assert first["correlation_id"] == correlation_id
+    assert first["context"] == {"step": 1}
+    assert second["context"] is None
+
+
+def test_request_from_many_threads_gets_each_its_own_reply(
+    pool: ConnectionPool, names: Names
+) -> None:
+    exchange = names.exchange
+    echo = Echo(pool, names, exchange)
+    client = Collector(pool, names, exchange, {}, ["unused.key"])
+    thread = running(echo)
+    try:
+        with ThreadPoolExecutor(max_workers=16) as workers:
+            texts = [f"message {i}" for i in range(64)]
+            replies = list(
+                workers.map(
+                    lambda t: client.request(messages_pb2.MyRequest(text=t), "echo.request", 20),
+                    texts,
+                )
+            )
+    finally:
+        stopped(echo, thread)
+        client.close()
+    assert [r.text for r in replies] == [t.upper() for t in texts]  # type: ignore[attr-defined]
+
+
+def test_request_times_out_and_a_late_reply_goes_to_nobody(
+    pool: ConnectionPool, names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    exchange = names.exchange
+    echo = Echo(pool, names, exchange, delay=1.5)
+    client = Collector(pool, names, exchange, {}, ["unused.key"])
+    thread = running(echo)
+    try:
+        with pytest.raises(RequestTimeoutError, match="correlation_id="):
+            client.request(messages_pb2.MyRequest(text="slow"), "echo.request", timeout=0.3)
+        echo.delay = 0.0
+        with caplog.at_level(logging.WARNING, logger="messaging.rpc"):
+            reply = client.request(messages_pb2.MyRequest(text="next"), "echo.request", 20)
+            wait_for(
+                lambda: any("after its caller stopped waiting" in r.message for r in caplog.records),
+                what="the late reply warning",
+            )
+    finally:
+        stopped(echo, thread)
+        client.close()
+    assert reply.text == "NEXT"  # type: ignore[attr-defined]
+
+
+class AsyncEcho(AsyncBaseAgent):
+    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
+        return {"echo.request": messages_pb2.MyRequest}
+
+    async def route_message(
+        self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
+    ) -> None:
+        assert isinstance(message, messages_pb2.MyRequest)
+        await asyncio.sleep(0.01)
+        await self.publish_response(
+            messages_pb2.MyResponse(text=message.text.upper()),
+            "echo.response",
+            properties["correlation_id"],
+        )
+
+
+async def test_async_agent_answers_many_concurrent_requests(
+    config: RabbitMQConfig, names: Names
+) -> None:
+    pool = AsyncConnectionPool(config)
+    exchange = names.exchange
+    echo = AsyncEcho(pool, "echo", ["echo.request"], exchange, names.queue("aecho"), 20)
+    client = AsyncEcho(pool, "client", ["unused.key"], exchange, names.queue("aclient"))
+    await echo.start()
+    try:
+        texts = [f"task {i}" for i in range(100)]
+        replies = await asyncio.gather(
+            *(client.request(messages_pb2.MyRequest(text=t), "echo.request", 20) for t in texts)
+        )
+    finally:
+        await echo.stop()
+        await client.agent.close()
+        await pool.close()
+    assert [r.text for r in replies] == [t.upper() for t in texts]  # type: ignore[attr-defined]
