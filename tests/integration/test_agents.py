@@ -130,8 +130,9 @@ def test_workflow_context_comes_back_once(pool: ConnectionPool, names: Names) ->
         )
         wait_for(lambda: len(asker.seen) == 1, what="the answer")
         # A second message with the same correlation id finds no context: it was released.
-        asker.publish(messages_pb2.MyResponse(text="again"), "echo.response",
-                      correlation_id=correlation_id)
+        asker.publish(
+            messages_pb2.MyResponse(text="again"), "echo.response", correlation_id=correlation_id
+        )
         wait_for(lambda: len(asker.seen) == 2, what="the repeat")
     finally:
         stopped(echo, threads[0])
@@ -178,7 +179,9 @@ def test_request_times_out_and_a_late_reply_goes_to_nobody(
         with caplog.at_level(logging.WARNING, logger="messaging.rpc"):
             reply = client.request(messages_pb2.MyRequest(text="next"), "echo.request", 20)
             wait_for(
-                lambda: any("after its caller stopped waiting" in r.message for r in caplog.records),
+                lambda: any(
+                    "after its caller stopped waiting" in r.message for r in caplog.records
+                ),
                 what="the late reply warning",
             )
     finally:

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+
+# --- from the spec: "Recommended: Using BaseAgent" -----------------------------
+from typing import Any, Dict, Type  # noqa: UP035
 
 import pika
 import pytest
+from google.protobuf.message import Message as ProtoMessage
 
+from messaging import BaseAgent, ConnectionPool
+from messaging.generated import messages_pb2
 from tests.conftest import BROKER
 from tests.integration.helpers import wait_for
-
-# --- from the spec: "Recommended: Using BaseAgent" -----------------------------
-from typing import Dict, Type  # noqa: E402, I001, UP035
-from messaging import BaseAgent, ConnectionPool  # noqa: E402
-from messaging.generated import messages_pb2  # noqa: E402
-from google.protobuf.message import Message as ProtoMessage  # noqa: E402
 
 
 class MyAgent(BaseAgent):
@@ -45,6 +44,8 @@ class MyAgent(BaseAgent):
         # Process request
         response = messages_pb2.MyResponse()
         self.publish_response(response, "my_agent.response", correlation_id)
+
+
 # --- end of the spec's code -----------------------------------------------------
 
 
