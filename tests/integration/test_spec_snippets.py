@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 
 # --- from the spec: "Recommended: Using BaseAgent" -----------------------------
-from typing import Any, Dict, Type  # noqa: UP035
+from typing import Any, Dict, Type
 
 import pika
 import pytest
@@ -30,17 +30,17 @@ class MyAgent(BaseAgent):
             routing_keys=["my_agent.request"],
         )
 
-    def get_routing_key_map(self) -> Dict[str, Type[ProtoMessage]]:  # noqa: UP006
+    def get_routing_key_map(self) -> Dict[str, Type[ProtoMessage]]:
         return {
             "my_agent.request": messages_pb2.MyRequest,
         }
 
-    def route_message(self, message, routing_key, properties):  # type: ignore[no-untyped-def]
+    def route_message(self, message, routing_key, properties):
         correlation_id = properties.get("correlation_id")
         if routing_key == "my_agent.request":
             self._handle_request(message, correlation_id)
 
-    def _handle_request(self, message, correlation_id):  # type: ignore[no-untyped-def]
+    def _handle_request(self, message, correlation_id):
         # Process request
         response = messages_pb2.MyResponse()
         self.publish_response(response, "my_agent.response", correlation_id)
