@@ -29,6 +29,7 @@ PUBLISH_IN_FLIGHT = 256  # unconfirmed publishes kept in flight by the asyncio c
 MULTIPLE_ACK_EVERY = 50  # the multiple=True variant acks every K messages (prefetch 100)
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 WORKER_DEADLINE_S = 120.0  # no worker loop runs longer than this
+CLEANUP_ATTEMPTS = 5  # 2 s apart
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,12 @@ def _blocking(url: str) -> Any:
     return pika.BlockingConnection(pika.URLParameters(url))
 
 
+def close_quietly(conn: Any) -> None:
+    """Close a pika connection unless the broker already did (keeps the real error)."""
+    if conn.is_open:
+        conn.close()
+
+
 def declare(ctx: BenchContext) -> None:
     """Durable topic exchange bound to a durable queue, both named for this worker only."""
     conn = _blocking(ctx.url)
@@ -149,24 +156,38 @@ def declare(ctx: BenchContext) -> None:
         ch.queue_declare(ctx.queue, durable=True)
         ch.queue_bind(ctx.queue, ctx.exchange, routing_key=ctx.routing_key)
     finally:
-        conn.close()
+        close_quietly(conn)
+
+
+def delete_names(url: str, queues: Sequence[str], exchanges: Sequence[str]) -> None:
+    """Delete queues and exchanges, retrying for a while if the broker is away.
+
+    Best effort: a worker that failed because the broker restarted under it
+    (other people's fault tests share it) still removes what it declared.
+    """
+    for attempt in range(CLEANUP_ATTEMPTS):
+        if attempt:
+            time.sleep(2.0)
+        try:
+            conn = _blocking(url)
+        except Exception:
+            continue
+        try:
+            ch = conn.channel()
+            for queue in queues:
+                ch.queue_delete(queue)
+            for exchange in exchanges:
+                ch.exchange_delete(exchange)
+            return
+        except Exception:
+            continue
+        finally:
+            close_quietly(conn)
 
 
 def delete(ctx: BenchContext) -> None:
-    """Delete what declare() made; best effort, so a failed run still cleans up."""
-    try:
-        conn = _blocking(ctx.url)
-    except Exception:
-        return
-    try:
-        ch = conn.channel()
-        ch.queue_delete(ctx.queue)
-        ch.exchange_delete(ctx.exchange)
-    except Exception:
-        pass
-    finally:
-        if conn.is_open:
-            conn.close()
+    """Delete what declare() made."""
+    delete_names(ctx.url, [ctx.queue], [ctx.exchange])
 
 
 @contextmanager
@@ -178,7 +199,12 @@ def topology(ctx: BenchContext) -> Iterator[None]:
         delete(ctx)
 
 
-def prefill(ctx: BenchContext, count: int, body: bytes | None = None) -> None:
+def prefill(
+    ctx: BenchContext,
+    count: int,
+    body: bytes | None = None,
+    properties: dict[str, Any] | None = None,
+) -> None:
     """Put `count` persistent messages on ctx.queue (through the exchange); not timed.
 
     Publishes without confirms (fast), then polls the queue depth until all
@@ -187,7 +213,7 @@ def prefill(ctx: BenchContext, count: int, body: bytes | None = None) -> None:
     conn = _blocking(ctx.url)
     try:
         ch = conn.channel()
-        props = pika.BasicProperties(delivery_mode=PERSISTENT)
+        props = pika.BasicProperties(delivery_mode=PERSISTENT, **(properties or {}))
         payload = ctx.body if body is None else body
         for _ in range(count):
             ch.basic_publish(ctx.exchange, ctx.routing_key, payload, properties=props)
@@ -199,4 +225,4 @@ def prefill(ctx: BenchContext, count: int, body: bytes | None = None) -> None:
             conn.sleep(0.05)
         raise TimeoutError(f"prefill: queue {ctx.queue} never reached {count} messages")
     finally:
-        conn.close()
+        close_quietly(conn)

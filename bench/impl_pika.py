@@ -13,6 +13,7 @@ from common import (
     BenchContext,
     Sample,
     Stopwatch,
+    close_quietly,
     latency_sample,
     rate_sample,
 )
@@ -37,7 +38,7 @@ def publish(ctx: BenchContext) -> Sample:
         sw.stop()
         return rate_sample(ctx, ctx.messages, sw.seconds)
     finally:
-        conn.close()
+        close_quietly(conn)
 
 
 @register("pika", "consume100", "consume1")
@@ -66,7 +67,7 @@ def consume(ctx: BenchContext) -> Sample:
             sw.stop()
         return rate_sample(ctx, acked, sw.seconds)
     finally:
-        conn.close()
+        close_quietly(conn)
 
 
 def _responder(ctx: BenchContext, ready: threading.Event, stop: threading.Event) -> None:
@@ -87,7 +88,7 @@ def _responder(ctx: BenchContext, ready: threading.Event, stop: threading.Event)
         while not stop.is_set() and time.monotonic() < deadline:
             conn.process_data_events(time_limit=0.05)
     finally:
-        conn.close()
+        close_quietly(conn)
 
 
 @register("pika", "rpc")
@@ -127,5 +128,5 @@ def rpc(ctx: BenchContext) -> Sample:
         return latency_sample(ctx, latencies, sw.seconds)
     finally:
         stop.set()
-        conn.close()
+        close_quietly(conn)
         responder.join(10)

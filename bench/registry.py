@@ -62,10 +62,10 @@ class Row:
 ROWS: dict[str, Row] = {
     r.name: r
     for r in (
-        Row("publish", "publish", 0, 5_000, "confirmed publish, topic exchange bound to a queue"),
-        Row("consume100", "consume", 100, 20_000, "consume + ack, prefetch 100, pre-filled queue"),
-        Row("consume1", "consume", 1, 5_000, "consume + ack, prefetch 1, pre-filled queue"),
-        Row("rpc", "rpc", 0, 2_000, "request/response round trip, sequential, direct reply-to"),
+        Row("publish", "publish", 0, 3_000, "confirmed publish, topic exchange bound to a queue"),
+        Row("consume100", "consume", 100, 10_000, "consume + ack, prefetch 100, pre-filled queue"),
+        Row("consume1", "consume", 1, 3_000, "consume + ack, prefetch 1, pre-filled queue"),
+        Row("rpc", "rpc", 0, 1_000, "request/response round trip, sequential, direct reply-to"),
     )
 }
 

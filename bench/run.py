@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ from registry import REGISTRY, ROWS, Impl, load_all
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = "aio-pika"  # the second ratio column
+WORKER_RETRIES = 1  # a failed worker is run once more (its failure is reported)
+RETRY_PAUSE_S = 5.0
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Result:
     raw: bool
     samples: list[Sample]
     errors: list[str]
+    retried: list[str] = field(default_factory=list)
 
     def median(self, attr: str) -> float | None:
         values = [v for s in self.samples if (v := getattr(s, attr)) is not None]
@@ -79,6 +82,19 @@ def run_worker(impl: str, work: str, messages: int) -> Sample | str:
         return f"bad worker output: {exc}"
 
 
+def run_with_retry(impl: str, work: str, messages: int) -> tuple[Sample | str, list[str]]:
+    """run_worker, again after a pause if it failed (the shared broker may be restarting)."""
+    failures: list[str] = []
+    for attempt in range(1 + WORKER_RETRIES):
+        if attempt:
+            time.sleep(RETRY_PAUSE_S)
+        out = run_worker(impl, work, messages)
+        if isinstance(out, Sample):
+            return out, failures
+        failures.append(out)
+    return failures[-1], failures[:-1]
+
+
 def measure(work: str, messages: int, repeat: int) -> list[Result]:
     impls = REGISTRY[work]
     results = {name: Result(name, impl.raw, [], []) for name, impl in impls.items()}
@@ -86,8 +102,9 @@ def measure(work: str, messages: int, repeat: int) -> list[Result]:
         for name in impls:
             print(f"  [{work} {r + 1}/{repeat}] {name} ...", end="", flush=True, file=sys.stderr)
             t0 = time.monotonic()
-            out = run_worker(name, work, messages)
+            out, retried = run_with_retry(name, work, messages)
             took = time.monotonic() - t0
+            results[name].retried += [f"retried after: {why}" for why in retried]
             if isinstance(out, Sample):
                 results[name].samples.append(out)
                 short = f"{out.rate:,.0f}/s" if out.rate is not None else "?"
@@ -138,10 +155,11 @@ def table(work: str, results: list[Result], messages: int) -> str:
         vs_best = s / best_raw if s is not None and best_raw else None
         vs_ref = s / ref if s is not None and ref else None
         runs = f"{len(r.samples)}" + (f" ({len(r.errors)} failed)" if r.errors else "")
+        runs += f" ({len(r.retried)} retried)" if r.retried else ""
         name = r.impl if r.raw else f"**{r.impl}**"
         ratios = f"{_fmt_ratio(vs_best)} | {_fmt_ratio(vs_ref)}"
         lines.append(f"| {name} | {figure} | {ratios} | {runs} |")
-    errors = [f"- {r.impl}: {e}" for r in results for e in sorted(set(r.errors))]
+    errors = [f"- {r.impl}: {e}" for r in results for e in sorted({*r.errors, *r.retried})]
     if errors:
         lines += ["", "errors:", *errors]
     return "\n".join(lines)
@@ -197,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                     "median_p99_ms": r.median("p99_ms"),
                     "samples": [s.to_json() for s in r.samples],
                     "errors": r.errors,
+                    "retried": r.retried,
                 }
                 for r in results
             ],
