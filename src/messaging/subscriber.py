@@ -8,7 +8,6 @@ IO thread through a :class:`~messaging.aio.consumer.Settler`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import signal
@@ -35,10 +34,13 @@ class EventSubscriber(ABC):
     """Consumes protobuf messages from a durable queue bound to topic patterns.
 
     Subclasses give :meth:`get_message_class` and :meth:`handle_message`. A
-    message is acked when the handler returns. When the handler raises, the
-    body does not decode, or no class fits the routing key, it is rejected
-    without requeue and lands in ``<queue>.dlq`` (kept 24 hours); the error is
-    logged with its correlation id and consuming goes on.
+    message is acked when the handler returns. When the handler raises, it is
+    retried after each of ``retry_delays`` (waiting in a broker-side delay
+    queue), then moved to ``<queue>.dlq`` (kept 24 hours) with headers saying
+    why (:mod:`messaging.headers`). A body that does not decode, a routing key
+    with no class, or an exception of a ``permanent_errors`` type goes to the
+    DLQ at once. Every failure is logged with its correlation id and consuming
+    goes on.
     """
 
     def __init__(
@@ -49,6 +51,9 @@ class EventSubscriber(ABC):
         queue_name: str | None = None,
         routing_keys: Sequence[str] = ("#",),
         prefetch_count: int = 1,
+        *,
+        retry_delays: Sequence[float] = (),
+        permanent_errors: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.connection_pool = connection_pool
         self.agent_name = agent_name
@@ -60,10 +65,12 @@ class EventSubscriber(ABC):
             routing_keys=routing_keys,
             prefetch_count=prefetch_count,
             message_class=self.get_message_class,
+            retry_delays=retry_delays,
+            permanent_errors=permanent_errors,
         )
         self._portal = Portal.get()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._settler = Settler(self.consumer, self._portal.loop, in_order=True)
+        self._settler = Settler(self.consumer, self._portal.loop)
         self._stopping = threading.Event()
         self._running = threading.Event()
 
@@ -137,8 +144,7 @@ class EventSubscriber(ABC):
                 message = consumer.decode(delivery)
                 self.handle_message(message, delivery_properties(delivery))
             except Exception as exc:
-                consumer.log_failure(delivery, exc)
-                settler.put(Outcome(tag, generation, ok=False))
+                settler.put(Outcome(tag, generation, ok=False, delivery=delivery, error=exc))
             else:
                 settler.put(Outcome(tag, generation, ok=True))
 
@@ -148,8 +154,7 @@ class EventSubscriber(ABC):
     def _shutdown(self) -> None:
         async def finish() -> None:
             await self.consumer.cancel()
-            self._settler.flush()
-            await asyncio.sleep(0)  # let the ack frames reach the write queue
+            await self._settler.drain()
             # Closing the channel hands buffered, unstarted deliveries back to the queue.
             await self.consumer.close()
 

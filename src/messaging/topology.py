@@ -6,7 +6,7 @@ and a mismatch with what already exists on the broker can be explained.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -78,6 +78,10 @@ def validate_name(kind: str, name: str) -> None:
         )
 
 
+def retry_queue_name(queue: str, attempt: int) -> str:
+    return f"{queue}.retry.{attempt}"
+
+
 def events_exchange(name: str) -> ExchangeSpec:
     return ExchangeSpec(name=name, type="topic")
 
@@ -87,22 +91,44 @@ def subscriber_topology(
     queue: str,
     patterns: Iterable[str],
     *,
+    retry_delays: Sequence[float] = (),
     queue_arguments: Mapping[str, Any] | None = None,
 ) -> Topology:
-    """The events exchange, the work queue bound to each pattern, its DLX and DLQ."""
+    """The events exchange, the work queue bound to each pattern, its DLX and DLQ.
+
+    With ``retry_delays``, one delay queue per retry: ``<queue>.retry.<n>``
+    holds a failed message for the n-th delay (its TTL), then the broker
+    dead-letters it through the default exchange straight back to the work
+    queue. Waiting happens in the broker, not in the consumer.
+    """
     validate_name("exchange", exchange)
     validate_name("queue", queue)
+    for delay in retry_delays:
+        if delay <= 0:
+            raise ConfigurationError(f"retry delays must be > 0 seconds, got {delay!r}")
     dlx = dlx_name(exchange)
     work_args: dict[str, Any] = {
         "x-dead-letter-exchange": dlx,
         "x-dead-letter-routing-key": queue,
     }
     work_args.update(queue_arguments or {})
+    retry_queues = tuple(
+        QueueSpec(
+            name=retry_queue_name(queue, attempt),
+            arguments={
+                "x-message-ttl": int(delay * 1000),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue,
+            },
+        )
+        for attempt, delay in enumerate(retry_delays, start=1)
+    )
     return Topology(
         exchanges=(events_exchange(exchange), ExchangeSpec(name=dlx, type="direct")),
         queues=(
             QueueSpec(name=queue, arguments=work_args),
             QueueSpec(name=dlq_name(queue), arguments={"x-message-ttl": DLQ_TTL_MS}),
+            *retry_queues,
         ),
         bindings=(
             *(BindingSpec(queue=queue, exchange=exchange, routing_key=p) for p in patterns),

@@ -19,12 +19,23 @@ from typing import Any
 
 from aiormq.abc import DeliveredMessage
 from google.protobuf.message import Message as ProtoMessage
+from pamqp.commands import Basic
 
 from messaging.aio.pool import AsyncConnectionPool
-from messaging.errors import ConfigurationError, DecodeError, UnknownRoutingKeyError
+from messaging.aio.publisher import AsyncEventPublisher
+from messaging.errors import ConfigurationError, DecodeError, MessagingError, UnknownRoutingKeyError
+from messaging.headers import (
+    ATTEMPTS,
+    ERROR_MESSAGE,
+    ERROR_TYPE,
+    FAILED_AGENT,
+    MAX_ERROR_MESSAGE,
+    ORIGINAL_EXCHANGE,
+    ORIGINAL_ROUTING_KEY,
+)
 from messaging.routing import validate_binding_pattern
 from messaging.serialization import deserialize
-from messaging.topology import subscriber_topology, validate_name
+from messaging.topology import dlx_name, retry_queue_name, subscriber_topology, validate_name
 from messaging.transport import ManagedChannel
 from messaging.transport.channels import DeliveryCallback
 
@@ -34,17 +45,29 @@ MessageClassLookup = Callable[[str], "type[ProtoMessage] | None"]
 DeliveryHandler = Callable[[DeliveredMessage, int], Awaitable[None]]
 
 
+def routing_key_of(delivery: DeliveredMessage) -> str:
+    """The key the message was published with, also after a retry through a delay queue."""
+    headers = delivery.header.properties.headers
+    if headers:
+        original = headers.get(ORIGINAL_ROUTING_KEY)
+        if original:
+            return str(original)
+    return delivery.delivery.routing_key or ""  # type: ignore[union-attr]
+
+
 def delivery_properties(delivery: DeliveredMessage) -> dict[str, Any]:
     """The properties dict handlers receive."""
     props = delivery.header.properties
     frame: Any = delivery.delivery
+    headers = dict(props.headers) if props.headers else {}
     return {
         "correlation_id": props.correlation_id,
         "reply_to": props.reply_to,
         "message_id": props.message_id,
-        "routing_key": frame.routing_key,
-        "exchange": frame.exchange,
-        "headers": dict(props.headers) if props.headers else {},
+        "routing_key": routing_key_of(delivery),
+        "exchange": headers.get(ORIGINAL_EXCHANGE) or frame.exchange,
+        "headers": headers,
+        "attempt": _int(headers.get(ATTEMPTS)) + 1,
         "redelivered": bool(getattr(frame, "redelivered", False)),
         "timestamp": props.timestamp,
         "type": props.message_type,
@@ -60,6 +83,8 @@ class Outcome:
     generation: int
     ok: bool
     requeue: bool = False
+    delivery: DeliveredMessage | None = None
+    error: BaseException | None = None
 
 
 class Consumer:
@@ -75,6 +100,8 @@ class Consumer:
         routing_keys: Sequence[str],
         prefetch_count: int,
         message_class: MessageClassLookup,
+        retry_delays: Sequence[float] = (),
+        permanent_errors: tuple[type[BaseException], ...] = (),
     ) -> None:
         if isinstance(routing_keys, str):
             raise ConfigurationError(
@@ -94,8 +121,15 @@ class Consumer:
         self.queue_name = queue_name or agent_name
         self.routing_keys = tuple(routing_keys)
         self.prefetch_count = prefetch_count
-        self.topology = subscriber_topology(exchange_name, self.queue_name, self.routing_keys)
+        self.retry_delays = tuple(retry_delays)
+        self.permanent_errors: tuple[type[BaseException], ...] = (DecodeError, *permanent_errors)
+        self.topology = subscriber_topology(
+            exchange_name, self.queue_name, self.routing_keys, retry_delays=self.retry_delays
+        )
         self._message_class = message_class
+        # Retries and dead letters are published (with why-headers), confirmed,
+        # and only then is the original acked: no window where it is nowhere.
+        self._republisher = AsyncEventPublisher(pool, agent_name, exchange_name)
         self._channel: ManagedChannel | None = None
         self._consumer_key: str | None = None
 
@@ -145,11 +179,12 @@ class Consumer:
         channel, self._channel = self._channel, None
         if channel is not None:
             await self.pool.consuming.release(channel)
+        await self._republisher.close()
 
     # -- per delivery (the hot path) ---------------------------------------
 
     def decode(self, delivery: DeliveredMessage) -> ProtoMessage:
-        routing_key: str = delivery.delivery.routing_key or ""  # type: ignore[union-attr]
+        routing_key = routing_key_of(delivery)
         try:
             cls = self._message_class(routing_key)
         except KeyError:
@@ -161,47 +196,139 @@ class Consumer:
         return deserialize(delivery.body, cls)
 
     def settle(self, outcome: Outcome) -> None:
-        """Ack or reject on the loop; dropped when its channel is gone (the broker requeued it)."""
+        """Ack on the loop; dropped when its channel is gone (the broker requeued it)."""
         channel = self.channel
         if outcome.ok:
             channel.ack(outcome.delivery_tag, outcome.generation)
         else:
             channel.reject(outcome.delivery_tag, outcome.generation, requeue=outcome.requeue)
 
-    def log_failure(self, delivery: DeliveredMessage, exc: BaseException) -> None:
+    async def fail(self, delivery: DeliveredMessage, generation: int, exc: BaseException) -> None:
+        """Retry ``delivery`` through a delay queue, or dead-letter it, saying why.
+
+        The copy is confirmed before the original is acked. If the copy cannot
+        be published, the original is rejected and the broker dead-letters it
+        itself (its ``x-death`` header still says where it came from).
+        """
         props = delivery.header.properties
-        routing_key = delivery.delivery.routing_key  # type: ignore[union-attr]
+        tag: int = delivery.delivery.delivery_tag  # type: ignore[union-attr,assignment]
+        headers = dict(props.headers) if props.headers else {}
+        attempts = _int(headers.get(ATTEMPTS)) + 1
+        retry = attempts <= len(self.retry_delays) and not isinstance(exc, self.permanent_errors)
+        headers.update(
+            {
+                ERROR_TYPE: f"{type(exc).__module__}.{type(exc).__qualname__}",
+                ERROR_MESSAGE: str(exc)[:MAX_ERROR_MESSAGE],
+                FAILED_AGENT: self.agent_name,
+                ORIGINAL_EXCHANGE: headers.get(ORIGINAL_EXCHANGE) or delivery.delivery.exchange,  # type: ignore[union-attr]
+                ORIGINAL_ROUTING_KEY: routing_key_of(delivery),
+                ATTEMPTS: attempts,
+            }
+        )
+        headers.pop("x-death", None)
+        if retry:
+            exchange, routing_key = "", retry_queue_name(self.queue_name, attempts)
+        else:
+            exchange, routing_key = dlx_name(self.exchange_name), self.queue_name
+        self.log_failure(delivery, exc, attempts, retry)
+        try:
+            await self._republisher.republish(
+                delivery.body, exchange, routing_key, with_headers(props, headers)
+            )
+        except MessagingError as publish_error:
+            log.error(
+                "%s: could not move message %s to %s (%s); rejecting it to the broker's "
+                "dead-letter exchange instead [correlation_id=%s]",
+                self.agent_name,
+                props.message_id,
+                routing_key,
+                publish_error,
+                props.correlation_id,
+            )
+            self.channel.reject(tag, generation, requeue=False)
+            return
+        self.channel.ack(tag, generation)
+
+    def log_failure(
+        self, delivery: DeliveredMessage, exc: BaseException, attempts: int, retry: bool
+    ) -> None:
+        props = delivery.header.properties
         kind = "undecodable message" if isinstance(exc, DecodeError) else "handler failed"
+        if retry:
+            delay = self.retry_delays[attempts - 1]
+            log.warning(
+                "%s: %s on %s (message_id=%s, attempt %d): %s: %s; retrying in %gs "
+                "[correlation_id=%s]",
+                self.agent_name,
+                kind,
+                routing_key_of(delivery),
+                props.message_id,
+                attempts,
+                type(exc).__name__,
+                exc,
+                delay,
+                props.correlation_id,
+            )
+            return
         log.error(
-            "%s: %s on %s (message_id=%s), dead-lettering: %s: %s [correlation_id=%s]",
+            "%s: %s on %s (message_id=%s, attempt %d), dead-lettering: %s: %s [correlation_id=%s]",
             self.agent_name,
             kind,
-            routing_key,
+            routing_key_of(delivery),
             props.message_id,
+            attempts,
             type(exc).__name__,
             exc,
             props.correlation_id,
-            exc_info=not isinstance(exc, DecodeError),
+            exc_info=exc if not isinstance(exc, DecodeError) else None,
         )
 
 
-class Settler:
-    """Carries acks from handler threads to the event loop, a batch per wake-up.
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
-    ``in_order`` says the deliveries are handled one at a time in delivery
-    order (the sync subscriber's single worker). Then every tag below a settled
-    one is settled too, and a run of acks can go as one ``multiple=True`` ack.
+
+def with_headers(props: Basic.Properties, headers: dict[str, Any]) -> Basic.Properties:
+    """A copy of ``props`` with ``headers`` in place of its own."""
+    copy = Basic.Properties(**{name: getattr(props, name) for name in _PROPERTY_NAMES})
+    copy.headers = headers
+    return copy
+
+
+_PROPERTY_NAMES = (
+    "content_type",
+    "content_encoding",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "message_type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
+
+
+class Settler:
+    """Carries outcomes from the handler thread to the event loop, a batch per wake-up.
+
+    The sync subscriber's single worker handles deliveries one at a time in
+    delivery order, so every tag below a settled one is settled too and a run
+    of acks can go as one ``multiple=True`` ack; except while a failed message
+    is still being moved to its retry or dead-letter queue, whose tag must
+    stay unacked until the copy is confirmed.
     """
 
-    def __init__(
-        self, consumer: Consumer, loop: asyncio.AbstractEventLoop, *, in_order: bool
-    ) -> None:
+    def __init__(self, consumer: Consumer, loop: asyncio.AbstractEventLoop) -> None:
         self._consumer = consumer
         self._loop = loop
-        self._in_order = in_order
         self._pending: deque[Outcome] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
+        self._failing: set[asyncio.Task[None]] = set()
 
     def put(self, outcome: Outcome) -> None:
         """Record an outcome; callable from any thread."""
@@ -222,7 +349,10 @@ class Settler:
         run_generation = -1
         while pending:
             outcome = pending.popleft()
-            if self._in_order and outcome.ok:
+            if outcome.ok:
+                if self._failing:
+                    channel.ack(outcome.delivery_tag, outcome.generation)
+                    continue
                 if run_tag is not None and run_generation != outcome.generation:
                     channel.ack(run_tag, run_generation, multiple=True)
                 run_tag, run_generation = outcome.delivery_tag, outcome.generation
@@ -230,6 +360,19 @@ class Settler:
             if run_tag is not None:
                 channel.ack(run_tag, run_generation, multiple=True)
                 run_tag = None
-            self._consumer.settle(outcome)
+            assert outcome.delivery is not None
+            assert outcome.error is not None
+            task = self._loop.create_task(
+                self._consumer.fail(outcome.delivery, outcome.generation, outcome.error)
+            )
+            self._failing.add(task)
+            task.add_done_callback(self._failing.discard)
         if run_tag is not None:
             channel.ack(run_tag, run_generation, multiple=True)
+
+    async def drain(self) -> None:
+        """Flush, then wait for failed messages still being moved."""
+        self.flush()
+        if self._failing:
+            await asyncio.wait(set(self._failing))
+        await asyncio.sleep(0)  # let the ack frames reach the write queue

@@ -161,6 +161,19 @@ class AsyncEventPublisher:
             message, routing_key, correlation_id=correlation_id, reply_to=reply_queue, **kwargs
         )
 
+    async def republish(
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: Basic.Properties,
+        timeout: float | None = None,
+    ) -> None:
+        """Publish an already encoded message as it is (retries, dead letters, replays)."""
+        if self._closed:
+            raise ClosedError(f"publisher {self.agent_name!r} is closed")
+        await self._send(body, exchange, routing_key, properties, timeout or self.publish_timeout)
+
     async def _send(
         self,
         body: bytes,

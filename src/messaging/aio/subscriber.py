@@ -23,9 +23,8 @@ class AsyncEventSubscriber(ABC):
 
     Each delivery is decoded with the class :meth:`get_message_class` names for
     its routing key and passed to :meth:`handle_message`. It is acked when the
-    handler returns; when the handler raises, or the body does not decode, or
-    no class fits the routing key, it is rejected without requeue and the
-    broker moves it to ``<queue>.dlq``. Up to ``prefetch_count`` handlers run
+    handler returns. Failures are retried and dead-lettered as for the sync
+    :class:`messaging.EventSubscriber`. Up to ``prefetch_count`` handlers run
     at once.
     """
 
@@ -37,6 +36,9 @@ class AsyncEventSubscriber(ABC):
         queue_name: str | None = None,
         routing_keys: Sequence[str] = ("#",),
         prefetch_count: int = 1,
+        *,
+        retry_delays: Sequence[float] = (),
+        permanent_errors: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.connection_pool = connection_pool
         self.agent_name = agent_name
@@ -48,6 +50,8 @@ class AsyncEventSubscriber(ABC):
             routing_keys=routing_keys,
             prefetch_count=prefetch_count,
             message_class=self.get_message_class,
+            retry_delays=retry_delays,
+            permanent_errors=permanent_errors,
         )
         self._in_hand: set[asyncio.Task[Any]] = set()
         self._stopped: asyncio.Event | None = None
@@ -115,8 +119,7 @@ class AsyncEventSubscriber(ABC):
             message = self.consumer.decode(delivery)
             await self.handle_message(message, delivery_properties(delivery))
         except Exception as exc:
-            self.consumer.log_failure(delivery, exc)
-            self.consumer.settle(Outcome(tag, generation, ok=False))
+            await self.consumer.fail(delivery, generation, exc)
         else:
             self.consumer.settle(Outcome(tag, generation, ok=True))
         finally:
