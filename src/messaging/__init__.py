@@ -29,6 +29,7 @@ from messaging.errors import (
     UnroutableMessageError,
     VirtualHostError,
 )
+from messaging.idempotency import Deduplicator, idempotent
 from messaging.metadata import MessageBuilder, create_metadata
 from messaging.publisher import EventPublisher
 from messaging.subscriber import EventSubscriber
@@ -46,6 +47,7 @@ __all__ = [
     "ConnectionPool",
     "ContextStore",
     "DecodeError",
+    "Deduplicator",
     "EventPublisher",
     "EventSubscriber",
     "InMemoryContextStore",
@@ -66,5 +68,6 @@ __all__ = [
     "UnroutableMessageError",
     "VirtualHostError",
     "create_metadata",
+    "idempotent",
     "load_config",
 ]
