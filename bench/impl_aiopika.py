@@ -36,9 +36,7 @@ async def publish(ctx: BenchContext) -> Sample:
             # Each of PUBLISH_IN_FLIGHT coroutines waits for its confirm before
             # the next publish: exactly that many unconfirmed at any time.
             for _ in range(count):
-                message = aio_pika.Message(
-                    ctx.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
-                )
+                message = aio_pika.Message(ctx.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
                 await exchange.publish(message, ctx.routing_key, mandatory=True)
 
         sw = Stopwatch()

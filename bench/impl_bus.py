@@ -97,9 +97,7 @@ def prepare(ctx: BenchContext) -> None:
 
 
 def cleanup(ctx: BenchContext) -> None:
-    delete_names(
-        ctx.url, [ctx.queue, dlq_name(ctx.queue)], [ctx.exchange, dlx_name(ctx.exchange)]
-    )
+    delete_names(ctx.url, [ctx.queue, dlq_name(ctx.queue)], [ctx.exchange, dlx_name(ctx.exchange)])
 
 
 @register("bus", "publish", raw=False, prepare=prepare, cleanup=cleanup)
