@@ -1,0 +1,19 @@
+"""The data agent as its own process.
+
+``python -m messaging.demo.data_agent [--exchange NAME] [--queue NAME]``
+"""
+
+from __future__ import annotations
+
+import sys
+
+from messaging.demo.agents import DataAgent
+from messaging.demo.runner import run_agent
+
+
+def main() -> int:
+    return run_agent(DataAgent)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
