@@ -25,8 +25,8 @@ class BaseAgent(EventSubscriber):
     - :meth:`publish_request` sends a request and keeps ``context`` under its
       correlation id; the answer arrives with it as ``properties["context"]``.
     - :meth:`publish_response` answers the message in hand: to its ``reply_to``
-      when the sender gave one (instead of ``routing_key``), else to
-      ``routing_key`` on the agent's exchange.
+      when the sender gave one (instead of ``routing_key``, not as well), else
+      to ``routing_key`` on the agent's exchange.
     - :meth:`request` sends and blocks for the reply (direct reply-to).
     """
 
@@ -94,9 +94,19 @@ class BaseAgent(EventSubscriber):
         return self._portal.call(self.agent.publish_request(message, routing_key, context))
 
     def publish_response(
-        self, response: ProtoMessage, routing_key: str, correlation_id: str
+        self,
+        response: ProtoMessage,
+        routing_key: str,
+        correlation_id: str,
+        reply_to: str | None = None,
     ) -> str:
-        reply_to = self.agent.reply_to_for(correlation_id)
+        """Answer: to ``reply_to`` if given, else to the reply_to of the request in
+        hand with this correlation id, else to ``routing_key`` on the exchange.
+
+        A workflow that answers its original caller from a later step keeps the
+        caller's ``reply_to`` in its context and passes it here.
+        """
+        reply_to = reply_to or self.agent.reply_to_for(correlation_id)
         return self._portal.call(
             self.agent.publish_response(response, routing_key, correlation_id, reply_to)
         )

@@ -86,6 +86,15 @@ class EventPublisher:
             self.aio.publish_with_reply(message, routing_key, reply_queue, correlation_id, **kwargs)
         )
 
+    def request(
+        self, message: ProtoMessage, routing_key: str, timeout: float = 30.0
+    ) -> ProtoMessage:
+        """Send a request and block for its reply (direct reply-to); thread-safe.
+
+        Raises :class:`~messaging.errors.RequestTimeoutError` after ``timeout``.
+        """
+        return self._portal.call(self.aio.request(message, routing_key, timeout))
+
     def close(self) -> None:
         self._portal.call(self.aio.close())
 

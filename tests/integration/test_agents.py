@@ -17,7 +17,7 @@ from messaging import BaseAgent, ConnectionPool, RequestTimeoutError
 from messaging.aio import AsyncBaseAgent, AsyncConnectionPool
 from messaging.config import RabbitMQConfig
 from messaging.generated import messages_pb2
-from tests.conftest import Names
+from tests.conftest import Names, RawBroker
 from tests.integration.helpers import wait_for
 
 
@@ -144,7 +144,7 @@ def test_workflow_context_comes_back_once(pool: ConnectionPool, names: Names) ->
 
 
 def test_request_from_many_threads_gets_each_its_own_reply(
-    pool: ConnectionPool, names: Names
+    pool: ConnectionPool, names: Names, raw: RawBroker
 ) -> None:
     exchange = names.exchange
     echo = Echo(pool, names, exchange)
@@ -163,6 +163,7 @@ def test_request_from_many_threads_gets_each_its_own_reply(
         stopped(echo, thread)
         client.close()
     assert [r.text for r in replies] == [t.upper() for t in texts]  # type: ignore[attr-defined]
+    assert raw.depth(f"{names.prefix}.echo.dlq") == 0, "answering a request must not fail it"
 
 
 def test_request_times_out_and_a_late_reply_goes_to_nobody(

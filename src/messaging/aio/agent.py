@@ -17,7 +17,6 @@ from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
-from messaging.aio.rpc import AsyncRequester
 from messaging.aio.subscriber import AsyncEventSubscriber
 from messaging.context import Context, ContextStore, InMemoryContextStore
 from messaging.routing import RoutingTable
@@ -50,7 +49,6 @@ class AgentCore:
         self.context_ttl = context_ttl
         self._routing_key_map = routing_key_map
         self._routes: RoutingTable[type[ProtoMessage]] | None = None
-        self._requester: AsyncRequester | None = None
 
     def message_class(self, routing_key: str) -> type[ProtoMessage] | None:
         if self._routes is None:
@@ -104,20 +102,17 @@ class AgentCore:
             metadata.correlation_id = correlation_id
         if reply_to:
             return await self.publisher.publish(
-                response, reply_to, correlation_id=correlation_id, exchange=""
+                response,
+                reply_to,
+                correlation_id=correlation_id,
+                exchange="",
             )
         return await self.publisher.publish(response, routing_key, correlation_id=correlation_id)
 
     async def request(
         self, message: ProtoMessage, routing_key: str, timeout: float
     ) -> ProtoMessage:
-        if self._requester is None:
-            self._requester = AsyncRequester(self.publisher)
-        metadata = getattr(message, "metadata", None)
-        correlation_id = (metadata.correlation_id if metadata is not None else "") or None
-        return await self._requester.request(
-            message, routing_key, timeout, correlation_id=correlation_id
-        )
+        return await self.publisher.request(message, routing_key, timeout)
 
     @staticmethod
     def reply_to_for(correlation_id: str) -> str | None:
@@ -191,9 +186,14 @@ class AsyncBaseAgent(AsyncEventSubscriber):
         return await self.agent.publish_request(message, routing_key, context)
 
     async def publish_response(
-        self, response: ProtoMessage, routing_key: str, correlation_id: str
+        self,
+        response: ProtoMessage,
+        routing_key: str,
+        correlation_id: str,
+        reply_to: str | None = None,
     ) -> str:
-        reply_to = self.agent.reply_to_for(correlation_id)
+        """Answer: to ``reply_to`` if given, else the in-hand request's, else ``routing_key``."""
+        reply_to = reply_to or self.agent.reply_to_for(correlation_id)
         return await self.agent.publish_response(response, routing_key, correlation_id, reply_to)
 
     async def request(

@@ -8,18 +8,25 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiormq.exceptions as amqp_errors
 from google.protobuf.message import Message as ProtoMessage
 from pamqp.commands import Basic
 
+from messaging import tracing
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.errors import (
     ClosedError,
     InvalidMessageError,
+    PublishNackedError,
     PublishTimeoutError,
+    UnroutableMessageError,
 )
+from messaging.metrics import PublisherMetrics
+
+if TYPE_CHECKING:
+    from messaging.aio.rpc import AsyncRequester
 from messaging.routing import validate_routing_key
 from messaging.serialization import CONTENT_TYPE, serialize
 from messaging.topology import Topology, events_exchange, validate_name
@@ -29,6 +36,7 @@ from messaging.transport.errors import CONNECTION_LOST, translate_publish_error
 log = logging.getLogger("messaging.publisher")
 
 DEFAULT_EXCHANGE = "chimera.events"
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 """RabbitMQ's default ``max_message_size``; a larger body is refused before sending."""
 
@@ -74,8 +82,10 @@ class AsyncEventPublisher:
             else connection_pool.config.publish_timeout
         )
         self._channel = connection_pool.publishing.channel(f"publish:{agent_name}", confirms=True)
+        self.metrics = PublisherMetrics(agent_name, exchange_name)
         self._declared: asyncio.Future[None] | None = None
         self._closed = False
+        self._requester: AsyncRequester | None = None
 
     @property
     def channel(self) -> ManagedChannel:
@@ -131,6 +141,8 @@ class AsyncEventPublisher:
             message_id = (meta.message_id if meta is not None else "") or str(uuid.uuid4())
         if correlation_id is None and meta is not None:
             correlation_id = meta.correlation_id or None
+        header_table = dict(headers) if headers else {}
+        tracing.inject(header_table, routing_key)
         properties = Basic.Properties(
             content_type=CONTENT_TYPE,
             delivery_mode=2 if persistent else 1,
@@ -140,10 +152,16 @@ class AsyncEventPublisher:
             message_type=message.DESCRIPTOR.full_name,
             app_id=self.agent_name,
             timestamp=datetime.now(tz=UTC),
-            headers=dict(headers) if headers else None,
+            headers=header_table or None,
         )
         target = self.exchange_name if exchange is None else exchange
-        await self._send(body, target, routing_key, properties, timeout or self.publish_timeout)
+        # RabbitMQ before 4.0 returns a mandatory message sent to a direct
+        # reply-to address as NO_ROUTE although it delivered it
+        # (rabbitmq-server#6124): replies go without the unroutable check.
+        mandatory = not (target == "" and routing_key.startswith(DIRECT_REPLY_TO))
+        await self._send(
+            body, target, routing_key, properties, timeout or self.publish_timeout, mandatory
+        )
         return message_id
 
     async def publish_with_reply(
@@ -161,6 +179,30 @@ class AsyncEventPublisher:
             message, routing_key, correlation_id=correlation_id, reply_to=reply_queue, **kwargs
         )
 
+    async def request(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 30.0,
+        *,
+        correlation_id: str | None = None,
+    ) -> ProtoMessage:
+        """Send a request and wait for its reply (direct reply-to).
+
+        Raises :class:`~messaging.errors.RequestTimeoutError` when no reply comes
+        within ``timeout``. Safe to call many times at once.
+        """
+        if self._requester is None:
+            from messaging.aio.rpc import AsyncRequester
+
+            self._requester = AsyncRequester(self)
+        if correlation_id is None:
+            meta = getattr(message, "metadata", None)
+            correlation_id = (meta.correlation_id if meta is not None else "") or None
+        return await self._requester.request(
+            message, routing_key, timeout, correlation_id=correlation_id
+        )
+
     async def republish(
         self,
         body: bytes,
@@ -172,7 +214,9 @@ class AsyncEventPublisher:
         """Publish an already encoded message as it is (retries, dead letters, replays)."""
         if self._closed:
             raise ClosedError(f"publisher {self.agent_name!r} is closed")
-        await self._send(body, exchange, routing_key, properties, timeout or self.publish_timeout)
+        await self._send(
+            body, exchange, routing_key, properties, timeout or self.publish_timeout, True
+        )
 
     async def _send(
         self,
@@ -181,6 +225,37 @@ class AsyncEventPublisher:
         routing_key: str,
         properties: Basic.Properties,
         timeout: float,
+        mandatory: bool,
+    ) -> None:
+        in_flight = self.metrics.in_flight
+        in_flight.inc()
+        outcome = "failed"
+        try:
+            await self._send_until_confirmed(
+                body, exchange, routing_key, properties, timeout, mandatory
+            )
+            outcome = "confirmed"
+        except UnroutableMessageError:
+            outcome = "returned"
+            raise
+        except PublishNackedError:
+            outcome = "nacked"
+            raise
+        except PublishTimeoutError:
+            outcome = "timeout"
+            raise
+        finally:
+            in_flight.dec()
+            self.metrics.published(routing_key, outcome)
+
+    async def _send_until_confirmed(
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: Basic.Properties,
+        timeout: float,
+        mandatory: bool,
     ) -> None:
         deadline = time.monotonic() + timeout
         attempt = 0
@@ -201,7 +276,7 @@ class AsyncEventPublisher:
                     exchange=exchange,
                     routing_key=routing_key,
                     properties=properties,
-                    mandatory=True,
+                    mandatory=mandatory,
                     timeout=deadline - time.monotonic(),
                 )
                 return

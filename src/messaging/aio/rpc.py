@@ -18,13 +18,11 @@ import uuid
 from aiormq.abc import DeliveredMessage
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging.aio.publisher import AsyncEventPublisher
+from messaging.aio.publisher import DIRECT_REPLY_TO, AsyncEventPublisher
 from messaging.errors import ConnectionFailedError, DecodeError, RequestTimeoutError
 from messaging.serialization import deserialize, message_class_for
 
 log = logging.getLogger("messaging.rpc")
-
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 class AsyncRequester:
