@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -86,10 +89,21 @@ class AsyncEventSubscriber(ABC):
         await self.consumer.start(self._on_delivery)
 
     async def start_consuming(self) -> None:
-        """Consume until :meth:`stop`; finishes the messages in hand before returning."""
+        """Consume until :meth:`stop`, SIGINT or SIGTERM; finishes the messages in hand."""
         await self.start()
         assert self._stopped is not None
-        await self._stopped.wait()
+        loop = asyncio.get_running_loop()
+        signals: list[signal.Signals] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, lambda: loop.create_task(self.stop()))
+                    signals.append(sig)
+        try:
+            await self._stopped.wait()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop taking messages, let those in hand finish (up to ``timeout``), close."""
@@ -114,14 +128,18 @@ class AsyncEventSubscriber(ABC):
         if task is not None:
             self._in_hand.add(task)
         generation = self.consumer.generation
+        consumer = self.consumer
         tag: int = delivery.delivery.delivery_tag  # type: ignore[union-attr,assignment]
+        properties = delivery_properties(delivery)
+        handling = consumer.started(properties)
         try:
-            message = self.consumer.decode(delivery)
-            await self.handle_message(message, delivery_properties(delivery))
+            await self.handle_message(consumer.decode(delivery), properties)
         except Exception as exc:
-            await self.consumer.fail(delivery, generation, exc)
+            consumer.finished(handling, exc)
+            await consumer.fail(delivery, generation, exc)
         else:
-            self.consumer.settle(Outcome(tag, generation, ok=True))
+            consumer.finished(handling, None)
+            consumer.settle(Outcome(tag, generation, ok=True))
         finally:
             if task is not None:
                 self._in_hand.discard(task)
