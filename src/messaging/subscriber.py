@@ -140,12 +140,15 @@ class EventSubscriber(ABC):
             if generation != consumer.generation:
                 continue  # its channel is gone; the broker has requeued it
             tag: int = delivery.delivery.delivery_tag
+            properties = delivery_properties(delivery)
+            handling = consumer.started(properties)
             try:
-                message = consumer.decode(delivery)
-                self.handle_message(message, delivery_properties(delivery))
+                self.handle_message(consumer.decode(delivery), properties)
             except Exception as exc:
+                consumer.finished(handling, exc)
                 settler.put(Outcome(tag, generation, ok=False, delivery=delivery, error=exc))
             else:
+                consumer.finished(handling, None)
                 settler.put(Outcome(tag, generation, ok=True))
 
     async def _on_delivery(self, delivery: DeliveredMessage) -> None:

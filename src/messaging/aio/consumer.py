@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from aiormq.abc import DeliveredMessage
 from google.protobuf.message import Message as ProtoMessage
 from pamqp.commands import Basic
 
+from messaging import logcontext, tracing
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import AsyncEventPublisher
 from messaging.errors import ConfigurationError, DecodeError, MessagingError, UnknownRoutingKeyError
@@ -33,6 +35,7 @@ from messaging.headers import (
     ORIGINAL_EXCHANGE,
     ORIGINAL_ROUTING_KEY,
 )
+from messaging.metrics import ConsumerMetrics
 from messaging.routing import validate_binding_pattern
 from messaging.serialization import deserialize
 from messaging.topology import dlx_name, retry_queue_name, subscriber_topology, validate_name
@@ -42,6 +45,7 @@ from messaging.transport.channels import DeliveryCallback
 log = logging.getLogger("messaging.subscriber")
 
 MessageClassLookup = Callable[[str], "type[ProtoMessage] | None"]
+Handling = tuple[logcontext.Bound, Any, float]
 DeliveryHandler = Callable[[DeliveredMessage, int], Awaitable[None]]
 
 
@@ -130,6 +134,7 @@ class Consumer:
         # Retries and dead letters are published (with why-headers), confirmed,
         # and only then is the original acked: no window where it is nowhere.
         self._republisher = AsyncEventPublisher(pool, agent_name, exchange_name)
+        self.metrics = ConsumerMetrics(agent_name, self.queue_name)
         self._channel: ManagedChannel | None = None
         self._consumer_key: str | None = None
 
@@ -183,6 +188,25 @@ class Consumer:
 
     # -- per delivery (the hot path) ---------------------------------------
 
+    def started(self, properties: dict[str, Any]) -> Handling:
+        """Count the delivery, bind its ids for logging, open its trace span."""
+        self.metrics.consumed.inc()
+        return (
+            logcontext.bind(properties),
+            tracing.start_consume(properties, self.agent_name),
+            time.perf_counter(),
+        )
+
+    def finished(self, handling: Handling, error: BaseException | None) -> None:
+        tokens, span, started = handling
+        self.metrics.handler_seconds.observe(time.perf_counter() - started)
+        if error is None:
+            self.metrics.acked.inc()
+        else:
+            self.metrics.handler_error(error)
+        tracing.end_consume(span, error)
+        logcontext.unbind(tokens)
+
     def decode(self, delivery: DeliveredMessage) -> ProtoMessage:
         routing_key = routing_key_of(delivery)
         try:
@@ -228,8 +252,10 @@ class Consumer:
         headers.pop("x-death", None)
         if retry:
             exchange, routing_key = "", retry_queue_name(self.queue_name, attempts)
+            self.metrics.retried.inc()
         else:
             exchange, routing_key = dlx_name(self.exchange_name), self.queue_name
+            self.metrics.dead_lettered.inc()
         self.log_failure(delivery, exc, attempts, retry)
         try:
             await self._republisher.republish(

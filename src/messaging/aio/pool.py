@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, load_config
+from messaging.metrics import POOLS
 from messaging.transport import ChannelManager, ConnectionHealth, SupervisedConnection
 
 
@@ -41,6 +42,7 @@ class AsyncConnectionPool:
         )
         self.publishing = ChannelManager(SupervisedConnection(self.config, self.policy, "publish"))
         self.consuming = ChannelManager(SupervisedConnection(self.config, self.policy, "consume"))
+        POOLS.track(self)
 
     async def connect(self) -> None:
         """Open both connections now instead of on first use (fails fast on bad credentials)."""

@@ -1,0 +1,147 @@
+"""Prometheus metrics of the bus, in the default registry.
+
+Every publisher and consumer binds its labelled children once, at creation,
+so the hot path pays one ``inc()`` per event and no label lookups. Routing
+keys are user data: at most :data:`MAX_ROUTING_KEYS` distinct values per
+publisher are kept as labels, the rest count as ``"other"``.
+
+Connection state (up, uptime, reconnects, blocked) is read from the live
+pools when Prometheus scrapes, by :class:`PoolCollector`, so it costs nothing
+between scrapes.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from messaging.aio.pool import AsyncConnectionPool
+
+MAX_ROUTING_KEYS = 100
+
+PUBLISHED = Counter(
+    "chimera_messages_published",
+    "Publishes by outcome: confirmed, nacked, returned (unroutable), failed, timeout.",
+    ["agent", "exchange", "routing_key", "outcome"],
+)
+PUBLISHES_IN_FLIGHT = Gauge(
+    "chimera_publishes_in_flight", "Publishes sent and not yet confirmed.", ["agent"]
+)
+CONSUMED = Counter(
+    "chimera_messages_consumed", "Messages delivered to a subscriber.", ["agent", "queue"]
+)
+ACKED = Counter("chimera_messages_acked", "Messages handled and acknowledged.", ["agent", "queue"])
+RETRIED = Counter(
+    "chimera_messages_retried",
+    "Failed messages sent to a delay queue for another attempt.",
+    ["agent", "queue"],
+)
+DEAD_LETTERED = Counter(
+    "chimera_messages_dead_lettered",
+    "Failed messages moved to the dead-letter queue.",
+    ["agent", "queue"],
+)
+HANDLER_ERRORS = Counter(
+    "chimera_handler_errors",
+    "Handler exceptions and undecodable messages, by exception type.",
+    ["agent", "queue", "error_type"],
+)
+HANDLER_SECONDS = Histogram(
+    "chimera_handler_duration_seconds",
+    "Time spent in message handlers.",
+    ["agent", "queue"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+class PublisherMetrics:
+    """One publisher's labelled metrics."""
+
+    def __init__(self, agent: str, exchange: str) -> None:
+        self.agent = agent
+        self.exchange = exchange
+        self.in_flight = PUBLISHES_IN_FLIGHT.labels(agent)
+        self._children: dict[tuple[str, str], Counter] = {}
+        self._keys: set[str] = set()
+
+    def published(self, routing_key: str, outcome: str) -> None:
+        child = self._children.get((routing_key, outcome))
+        if child is None:
+            child = self._bind(routing_key, outcome)
+        child.inc()
+
+    def _bind(self, routing_key: str, outcome: str) -> Counter:
+        label = routing_key
+        if routing_key not in self._keys:
+            if len(self._keys) >= MAX_ROUTING_KEYS:
+                label = "other"
+            else:
+                self._keys.add(routing_key)
+        child: Counter = PUBLISHED.labels(self.agent, self.exchange, label, outcome)
+        self._children[(routing_key, outcome)] = child
+        if len(self._children) > 4 * MAX_ROUTING_KEYS:
+            self._children.clear()  # many distinct keys: forget the cache, keep the labels
+        return child
+
+
+class ConsumerMetrics:
+    """One subscriber's labelled metrics."""
+
+    def __init__(self, agent: str, queue: str) -> None:
+        self.agent = agent
+        self.queue = queue
+        self.consumed = CONSUMED.labels(agent, queue)
+        self.acked = ACKED.labels(agent, queue)
+        self.retried = RETRIED.labels(agent, queue)
+        self.dead_lettered = DEAD_LETTERED.labels(agent, queue)
+        self.handler_seconds = HANDLER_SECONDS.labels(agent, queue)
+
+    def handler_error(self, exc: BaseException) -> None:
+        HANDLER_ERRORS.labels(self.agent, self.queue, type(exc).__name__).inc()
+
+
+class PoolCollector(Collector):
+    """Connection metrics read from every live pool at scrape time."""
+
+    def __init__(self) -> None:
+        self._pools: weakref.WeakSet[AsyncConnectionPool] = weakref.WeakSet()
+
+    def track(self, pool: AsyncConnectionPool) -> None:
+        self._pools.add(pool)
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "chimera_connection_up", "1 while the connection is open.", labels=["connection"]
+        )
+        uptime = GaugeMetricFamily(
+            "chimera_connection_uptime_seconds",
+            "Seconds since the connection opened.",
+            labels=["connection"],
+        )
+        blocked = GaugeMetricFamily(
+            "chimera_connection_blocked",
+            "1 while the broker blocks publishing (memory or disk alarm).",
+            labels=["connection"],
+        )
+        reconnects = CounterMetricFamily(
+            "chimera_reconnects", "Re-connections after a drop.", labels=["connection"]
+        )
+        for pool in list(self._pools):
+            health = pool.health()
+            for conn in (health.publishing, health.consuming):
+                name = f"{pool.config.connection_name}:{conn.purpose}"
+                up.add_metric([name], 1.0 if conn.connected else 0.0)
+                uptime.add_metric([name], conn.uptime)
+                blocked.add_metric([name], 1.0 if conn.blocked else 0.0)
+                reconnects.add_metric([name], conn.reconnects)
+        yield from (up, uptime, blocked, reconnects)
+
+
+POOLS = PoolCollector()
+REGISTRY.register(POOLS)
