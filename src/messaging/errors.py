@@ -15,6 +15,7 @@
     │   └── PublishTimeoutError       no confirm within the publish timeout (outcome unknown)
     ├── DecodeError                   a body that is not the protobuf it claims to be
     │   └── UnknownRoutingKeyError    no message class for the routing key that arrived
+    ├── PoisonMessageError            redelivered too often without an ack (it kills its consumer)
     ├── RequestTimeoutError           no reply to a request within its timeout
     └── ClosedError                   the object was closed and cannot be used
 
@@ -115,6 +116,14 @@ class DecodeError(MessagingError, ValueError):
 
 class UnknownRoutingKeyError(DecodeError):
     """No message class is registered for the routing key that arrived."""
+
+
+class PoisonMessageError(MessagingError):
+    """A message redelivered more than ``max_redeliveries`` times without being acked.
+
+    Each redelivery means the consumer holding it crashed or lost its
+    connection; the bus dead-letters it instead of letting it loop.
+    """
 
 
 class RequestTimeoutError(MessagingError, TimeoutError):

@@ -11,5 +11,7 @@ ORIGINAL_EXCHANGE = "x-chimera-original-exchange"
 ORIGINAL_ROUTING_KEY = "x-chimera-original-routing-key"
 ATTEMPTS = "x-chimera-attempts"
 """How many times handling has failed so far."""
+REDELIVERIES = "x-chimera-redeliveries"
+"""How many times the broker redelivered it unacked (its consumer died holding it)."""
 
 MAX_ERROR_MESSAGE = 1000

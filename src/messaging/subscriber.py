@@ -21,7 +21,13 @@ from aiormq.abc import DeliveredMessage
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
-from messaging.aio.consumer import Consumer, Outcome, Settler, delivery_properties
+from messaging.aio.consumer import (
+    DEFAULT_MAX_REDELIVERIES,
+    Consumer,
+    Outcome,
+    Settler,
+    delivery_properties,
+)
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
 
@@ -39,8 +45,10 @@ class EventSubscriber(ABC):
     queue), then moved to ``<queue>.dlq`` (kept 24 hours) with headers saying
     why (:mod:`messaging.headers`). A body that does not decode, a routing key
     with no class, or an exception of a ``permanent_errors`` type goes to the
-    DLQ at once. Every failure is logged with its correlation id and consuming
-    goes on.
+    DLQ at once, and so does a message redelivered more than
+    ``max_redeliveries`` times (its consumers keep dying while holding it;
+    ``None`` turns the count off). Every failure is logged with its
+    correlation id and consuming goes on.
     """
 
     def __init__(
@@ -54,6 +62,7 @@ class EventSubscriber(ABC):
         *,
         retry_delays: Sequence[float] = (),
         permanent_errors: tuple[type[BaseException], ...] = (),
+        max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
     ) -> None:
         self.connection_pool = connection_pool
         self.agent_name = agent_name
@@ -67,6 +76,7 @@ class EventSubscriber(ABC):
             message_class=self.get_message_class,
             retry_delays=retry_delays,
             permanent_errors=permanent_errors,
+            max_redeliveries=max_redeliveries,
         )
         self._portal = Portal.get()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -152,7 +162,12 @@ class EventSubscriber(ABC):
                 settler.put(Outcome(tag, generation, ok=True))
 
     async def _on_delivery(self, delivery: DeliveredMessage) -> None:
-        self._inbox.put((delivery, self.consumer.generation))
+        generation = self.consumer.generation
+        frame: Any = delivery.delivery
+        if frame.redelivered and self.consumer.max_redeliveries is not None:
+            self._settler.track(self.consumer.recount(delivery, generation))
+            return
+        self._inbox.put((delivery, generation))
 
     def _shutdown(self) -> None:
         async def finish() -> None:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,13 @@ from pamqp.commands import Basic
 from messaging import logcontext, tracing
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import AsyncEventPublisher
-from messaging.errors import ConfigurationError, DecodeError, MessagingError, UnknownRoutingKeyError
+from messaging.errors import (
+    ConfigurationError,
+    DecodeError,
+    MessagingError,
+    PoisonMessageError,
+    UnknownRoutingKeyError,
+)
 from messaging.headers import (
     ATTEMPTS,
     ERROR_MESSAGE,
@@ -34,6 +40,7 @@ from messaging.headers import (
     MAX_ERROR_MESSAGE,
     ORIGINAL_EXCHANGE,
     ORIGINAL_ROUTING_KEY,
+    REDELIVERIES,
 )
 from messaging.metrics import ConsumerMetrics
 from messaging.routing import validate_binding_pattern
@@ -43,6 +50,8 @@ from messaging.transport import ManagedChannel
 from messaging.transport.channels import DeliveryCallback
 
 log = logging.getLogger("messaging.subscriber")
+
+DEFAULT_MAX_REDELIVERIES = 10
 
 MessageClassLookup = Callable[[str], "type[ProtoMessage] | None"]
 Handling = tuple[logcontext.Bound, Any, float]
@@ -106,6 +115,7 @@ class Consumer:
         message_class: MessageClassLookup,
         retry_delays: Sequence[float] = (),
         permanent_errors: tuple[type[BaseException], ...] = (),
+        max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
     ) -> None:
         if isinstance(routing_keys, str):
             raise ConfigurationError(
@@ -126,7 +136,12 @@ class Consumer:
         self.routing_keys = tuple(routing_keys)
         self.prefetch_count = prefetch_count
         self.retry_delays = tuple(retry_delays)
-        self.permanent_errors: tuple[type[BaseException], ...] = (DecodeError, *permanent_errors)
+        self.permanent_errors: tuple[type[BaseException], ...] = (
+            DecodeError,
+            PoisonMessageError,
+            *permanent_errors,
+        )
+        self.max_redeliveries = max_redeliveries
         self.topology = subscriber_topology(
             exchange_name, self.queue_name, self.routing_keys, retry_delays=self.retry_delays
         )
@@ -228,15 +243,8 @@ class Consumer:
             channel.reject(outcome.delivery_tag, outcome.generation, requeue=outcome.requeue)
 
     async def fail(self, delivery: DeliveredMessage, generation: int, exc: BaseException) -> None:
-        """Retry ``delivery`` through a delay queue, or dead-letter it, saying why.
-
-        The copy is confirmed before the original is acked. If the copy cannot
-        be published, the original is rejected and the broker dead-letters it
-        itself (its ``x-death`` header still says where it came from).
-        """
-        props = delivery.header.properties
-        tag: int = delivery.delivery.delivery_tag  # type: ignore[union-attr,assignment]
-        headers = dict(props.headers) if props.headers else {}
+        """Retry ``delivery`` through a delay queue, or dead-letter it, saying why."""
+        headers = _headers_of(delivery)
         attempts = _int(headers.get(ATTEMPTS)) + 1
         retry = attempts <= len(self.retry_delays) and not isinstance(exc, self.permanent_errors)
         headers.update(
@@ -244,19 +252,60 @@ class Consumer:
                 ERROR_TYPE: f"{type(exc).__module__}.{type(exc).__qualname__}",
                 ERROR_MESSAGE: str(exc)[:MAX_ERROR_MESSAGE],
                 FAILED_AGENT: self.agent_name,
-                ORIGINAL_EXCHANGE: headers.get(ORIGINAL_EXCHANGE) or delivery.delivery.exchange,  # type: ignore[union-attr]
-                ORIGINAL_ROUTING_KEY: routing_key_of(delivery),
                 ATTEMPTS: attempts,
             }
         )
-        headers.pop("x-death", None)
         if retry:
-            exchange, routing_key = "", retry_queue_name(self.queue_name, attempts)
+            target = ("", retry_queue_name(self.queue_name, attempts))
             self.metrics.retried.inc()
         else:
-            exchange, routing_key = dlx_name(self.exchange_name), self.queue_name
+            target = (dlx_name(self.exchange_name), self.queue_name)
             self.metrics.dead_lettered.inc()
         self.log_failure(delivery, exc, attempts, retry)
+        await self._move(delivery, generation, target, headers)
+
+    async def recount(self, delivery: DeliveredMessage, generation: int) -> None:
+        """Count a redelivery, and dead-letter the message past ``max_redeliveries``.
+
+        Classic queues do not count deliveries, so the count travels in the
+        message: the redelivered original is swapped for a copy (at the back
+        of the queue) that carries it. A message that crashes every consumer
+        that takes it thus reaches the DLQ instead of looping for ever.
+        """
+        headers = _headers_of(delivery)
+        redeliveries = _int(headers.get(REDELIVERIES)) + 1
+        limit = self.max_redeliveries
+        if limit is not None and redeliveries > limit:
+            await self.fail(
+                delivery,
+                generation,
+                PoisonMessageError(
+                    f"redelivered {redeliveries} times without an ack: each consumer holding "
+                    f"it crashed or lost its connection (max_redeliveries={limit})"
+                ),
+            )
+            return
+        headers[REDELIVERIES] = redeliveries
+        await self._move(delivery, generation, ("", self.queue_name), headers)
+
+    async def _move(
+        self,
+        delivery: DeliveredMessage,
+        generation: int,
+        target: tuple[str, str],
+        headers: dict[str, Any],
+    ) -> None:
+        """Publish a copy to ``target`` with ``headers``; ack the original once confirmed.
+
+        If the copy cannot be published, the original is rejected and the
+        broker dead-letters it itself (its ``x-death`` header says from where).
+        """
+        props = delivery.header.properties
+        tag: int = delivery.delivery.delivery_tag  # type: ignore[union-attr,assignment]
+        headers.setdefault(ORIGINAL_EXCHANGE, delivery.delivery.exchange)  # type: ignore[union-attr]
+        headers.setdefault(ORIGINAL_ROUTING_KEY, routing_key_of(delivery))
+        headers.pop("x-death", None)
+        exchange, routing_key = target
         try:
             await self._republisher.republish(
                 delivery.body, exchange, routing_key, with_headers(props, headers)
@@ -308,6 +357,11 @@ class Consumer:
             props.correlation_id,
             exc_info=exc if not isinstance(exc, DecodeError) else None,
         )
+
+
+def _headers_of(delivery: DeliveredMessage) -> dict[str, Any]:
+    headers = delivery.header.properties.headers
+    return dict(headers) if headers else {}
 
 
 def _int(value: object) -> int:
@@ -388,13 +442,15 @@ class Settler:
                 run_tag = None
             assert outcome.delivery is not None
             assert outcome.error is not None
-            task = self._loop.create_task(
-                self._consumer.fail(outcome.delivery, outcome.generation, outcome.error)
-            )
-            self._failing.add(task)
-            task.add_done_callback(self._failing.discard)
+            self.track(self._consumer.fail(outcome.delivery, outcome.generation, outcome.error))
         if run_tag is not None:
             channel.ack(run_tag, run_generation, multiple=True)
+
+    def track(self, moving: Coroutine[Any, Any, None]) -> None:
+        """Run ``moving`` (a message being moved) on the loop; acks stay single meanwhile."""
+        task = self._loop.create_task(moving)
+        self._failing.add(task)
+        task.add_done_callback(self._failing.discard)
 
     async def drain(self) -> None:
         """Flush, then wait for failed messages still being moved."""

@@ -14,7 +14,12 @@ from typing import Any
 from aiormq.abc import DeliveredMessage
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging.aio.consumer import Consumer, Outcome, delivery_properties
+from messaging.aio.consumer import (
+    DEFAULT_MAX_REDELIVERIES,
+    Consumer,
+    Outcome,
+    delivery_properties,
+)
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 
@@ -42,6 +47,7 @@ class AsyncEventSubscriber(ABC):
         *,
         retry_delays: Sequence[float] = (),
         permanent_errors: tuple[type[BaseException], ...] = (),
+        max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
     ) -> None:
         self.connection_pool = connection_pool
         self.agent_name = agent_name
@@ -55,6 +61,7 @@ class AsyncEventSubscriber(ABC):
             message_class=self.get_message_class,
             retry_delays=retry_delays,
             permanent_errors=permanent_errors,
+            max_redeliveries=max_redeliveries,
         )
         self._in_hand: set[asyncio.Task[Any]] = set()
         self._stopped: asyncio.Event | None = None
@@ -127,9 +134,19 @@ class AsyncEventSubscriber(ABC):
         task = asyncio.current_task()
         if task is not None:
             self._in_hand.add(task)
-        generation = self.consumer.generation
+        try:
+            await self._handle(delivery)
+        finally:
+            if task is not None:
+                self._in_hand.discard(task)
+
+    async def _handle(self, delivery: DeliveredMessage) -> None:
         consumer = self.consumer
-        tag: int = delivery.delivery.delivery_tag  # type: ignore[union-attr,assignment]
+        generation = consumer.generation
+        frame: Any = delivery.delivery
+        if frame.redelivered and consumer.max_redeliveries is not None:
+            await consumer.recount(delivery, generation)
+            return
         properties = delivery_properties(delivery)
         handling = consumer.started(properties)
         try:
@@ -139,7 +156,4 @@ class AsyncEventSubscriber(ABC):
             await consumer.fail(delivery, generation, exc)
         else:
             consumer.finished(handling, None)
-            consumer.settle(Outcome(tag, generation, ok=True))
-        finally:
-            if task is not None:
-                self._in_hand.discard(task)
+            consumer.settle(Outcome(frame.delivery_tag, generation, ok=True))
