@@ -1,0 +1,179 @@
+"""What a message says about itself: its decoded body and why it is a dead letter. Pure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+from rich.console import Group, RenderableType
+from rich.json import JSON
+from rich.text import Text
+
+from messaging.serialization import deserialize, message_class_for, to_dict
+
+CHIMERA_PREFIX = "x-chimera-"
+ORIGINAL_EXCHANGE = "x-chimera-original-exchange"
+ORIGINAL_ROUTING_KEY = "x-chimera-original-routing-key"
+# What RabbitMQ adds when it dead-letters; a replayed message starts without them.
+_BROKER_DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
+
+
+def plain(value: Any) -> Any:
+    """Header values as JSON-ready data (AMQP tables hold bytes and datetimes)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def hex_snippet(body: bytes, limit: int = 48) -> str:
+    more = f" … ({len(body)} bytes)" if len(body) > limit else f" ({len(body)} bytes)"
+    return body[:limit].hex(" ") + more
+
+
+@dataclass(frozen=True)
+class Decoded:
+    data: dict[str, Any] | None
+    problem: str | None
+
+
+def decode(type_name: str | None, body: bytes) -> Decoded:
+    """The body as data, by its ``type`` property; never raises."""
+    if not type_name:
+        return Decoded(None, "no `type` property")
+    try:
+        return Decoded(to_dict(deserialize(body, message_class_for(type_name))), None)
+    except Exception as exc:  # any body at all must print, whatever it is
+        return Decoded(None, str(exc))
+
+
+def body_renderable(type_name: str | None, body: bytes) -> RenderableType:
+    decoded = decode(type_name, body)
+    if decoded.data is not None:
+        return JSON(json.dumps(decoded.data, default=str))
+    return Text(f"undecodable ({decoded.problem}): {hex_snippet(body)}", style="yellow")
+
+
+def headers_of(delivery: DeliveredMessage) -> dict[str, Any]:
+    headers = delivery.header.properties.headers
+    return dict(headers) if headers else {}
+
+
+def deaths(headers: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``x-death`` entries, newest first as RabbitMQ keeps them, as plain data."""
+    entries = headers.get("x-death")
+    if not isinstance(entries, list | tuple):
+        return []
+    return [plain(e) for e in entries if isinstance(e, dict)]
+
+
+def chimera_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    return {k: plain(v) for k, v in headers.items() if k.startswith(CHIMERA_PREFIX)}
+
+
+def why(headers: dict[str, Any]) -> str:
+    """One line: the latest reason, from which queue, and the error when the bus recorded it."""
+    parts: list[str] = []
+    entries = deaths(headers)
+    if entries:
+        last = entries[0]
+        parts.append(f"{last.get('reason', '?')} from {last.get('queue', '?')}")
+        if int(last.get("count", 1) or 1) > 1:
+            parts.append(f"x{last['count']}")
+    error_type = headers.get("x-chimera-error-type")
+    if error_type is not None:
+        parts.append(str(plain(error_type)))
+    error_message = headers.get("x-chimera-error-message")
+    if error_message is not None:
+        parts.append(str(plain(error_message)))
+    return " · ".join(parts) if parts else "-"
+
+
+def original_target(headers: dict[str, Any], work_queue: str) -> tuple[str, str] | None:
+    """Where the message was first published: exchange and routing key.
+
+    The bus's own headers win; otherwise the ``x-death`` entry of the work
+    queue (or the oldest one) tells the exchange and the routing keys.
+    """
+    exchange = headers.get(ORIGINAL_EXCHANGE)
+    routing_key = headers.get(ORIGINAL_ROUTING_KEY)
+    if exchange is not None and routing_key is not None:
+        return str(plain(exchange)), str(plain(routing_key))
+    entries = deaths(headers)
+    if not entries:
+        return None
+    mine = [e for e in entries if e.get("queue") == work_queue]
+    entry = mine[0] if mine else entries[-1]
+    keys = entry.get("routing-keys") or []
+    if "exchange" not in entry or not keys:
+        return None
+    return str(entry["exchange"]), str(keys[0])
+
+
+def replay_properties(props: Basic.Properties) -> Basic.Properties:
+    """The original properties, minus what the broker added when it dead-lettered."""
+    headers = {
+        k: v
+        for k, v in (props.headers or {}).items()
+        if not any(k.startswith(prefix) for prefix in _BROKER_DEATH_HEADERS)
+    }
+    return Basic.Properties(
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        headers=headers or None,
+        delivery_mode=props.delivery_mode,
+        priority=props.priority,
+        correlation_id=props.correlation_id,
+        reply_to=props.reply_to,
+        message_id=props.message_id,
+        timestamp=props.timestamp,
+        message_type=props.message_type,
+        app_id=props.app_id,
+    )
+
+
+def describe(delivery: DeliveredMessage) -> RenderableType:
+    """A message in full: properties, decoded body, the broker's and the bus's why-headers."""
+    props = delivery.header.properties
+    frame: Any = delivery.delivery
+    headers = headers_of(delivery)
+    meta = {
+        "routing_key": frame.routing_key,
+        "exchange": frame.exchange,
+        "type": props.message_type,
+        "message_id": props.message_id,
+        "correlation_id": props.correlation_id,
+        "app_id": props.app_id,
+        "timestamp": plain(props.timestamp),
+    }
+    parts: list[RenderableType] = [
+        Text("  ".join(f"{k}={v}" for k, v in meta.items() if v not in (None, ""))),
+        body_renderable(props.message_type, delivery.body),
+    ]
+    for entry in deaths(headers):
+        parts.append(
+            Text(
+                "x-death: "
+                + ", ".join(
+                    f"{key}={entry[key]}"
+                    for key in ("reason", "queue", "exchange", "routing-keys", "count", "time")
+                    if key in entry
+                ),
+                style="magenta",
+            )
+        )
+    for key, value in chimera_headers(headers).items():
+        parts.append(Text(f"{key}: {value}", style="cyan"))
+    return Group(*parts)

@@ -1,0 +1,260 @@
+"""`chimera-bus dlq ...`: read, replay and purge the dead letters of a queue.
+
+Reading never loses a message: list and show take messages with basic_get
+without acking, hold them all on one channel (so none comes round twice), then
+put them back with a requeue. Replay acks a dead letter only after the broker
+has confirmed its copy at the original destination; a dead letter whose replay
+failed is put back in the DLQ, and one in flight when the replay dies is
+requeued by the broker when the channel closes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import typer
+from aiormq.abc import DeliveredMessage
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import Progress
+from rich.table import Table
+
+from messaging.cli._broker import (
+    EXIT_PROBLEM,
+    Broker,
+    QueueInfo,
+    console,
+    open_broker,
+    publish_confirmed,
+    run,
+)
+from messaging.cli._letters import describe, headers_of, original_target, replay_properties, why
+from messaging.errors import ConnectionFailedError, PublishError, TopologyError
+from messaging.topology import dlq_name
+from messaging.transport import ManagedChannel
+
+app = typer.Typer(
+    help="Dead letters in <queue>.dlq: list, show, replay, purge. QUEUE is the work queue "
+    "or its .dlq.",
+    no_args_is_help=True,
+)
+
+QueueArg = Annotated[str, typer.Argument(help="The work queue, or its DLQ (<queue>.dlq).")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def resolve(queue: str) -> tuple[str, str]:
+    """(work queue, DLQ) from either name."""
+    if queue.endswith(".dlq"):
+        return queue.removesuffix(".dlq"), queue
+    return queue, dlq_name(queue)
+
+
+async def require(broker: Broker, dlq: str) -> QueueInfo:
+    info = await broker.queue(dlq)
+    if info is None:
+        raise TopologyError(f"queue {dlq!r} does not exist: no dead letters have a place there")
+    return info
+
+
+async def peek(queue: str, limit: int) -> tuple[QueueInfo, list[DeliveredMessage]]:
+    """Up to ``limit`` dead letters, read and all put back."""
+    _, dlq = resolve(queue)
+    async with open_broker() as broker:
+        info = await require(broker, dlq)
+        raw = await broker.reader("dlq-read").raw()
+        letters: list[DeliveredMessage] = []
+        try:
+            # Bounded by the depth read first: nothing read is requeued before the end,
+            # so this cannot loop, and messages arriving meanwhile are left alone.
+            for _ in range(min(info.messages, limit)):
+                got = await raw.basic_get(dlq, no_ack=False)
+                if got.delivery_tag is None:
+                    break
+                letters.append(got)
+        finally:
+            last = letters[-1].delivery_tag if letters else None
+            if last is not None and not raw.is_closed:
+                await raw.basic_nack(last, multiple=True, requeue=True)
+        return info, letters
+
+
+@app.command("list")
+def list_(
+    queue: QueueArg,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Read at most N.")] = 1000,
+) -> None:
+    """One line per dead letter: ids, type, original routing key, and why it died."""
+    info, letters = run(peek(queue, limit))
+    out = console()
+    table = Table("#", "message_id", "correlation_id", "type", "routing key", "why")
+    for n, letter in enumerate(letters, 1):
+        props = letter.header.properties
+        headers = headers_of(letter)
+        target = original_target(headers, resolve(queue)[0])
+        table.add_row(
+            str(n),
+            escape(str(props.message_id)),
+            escape(str(props.correlation_id)),
+            escape(str(props.message_type)),
+            escape(target[1] if target else str(letter.routing_key)),
+            escape(why(headers)),
+        )
+    out.print(table)
+    out.print(f"{info.name}: {info.messages} dead letter(s), {len(letters)} shown")
+
+
+@app.command()
+def show(
+    queue: QueueArg,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N.")] = 10,
+) -> None:
+    """Dead letters in full: properties, decoded body, x-death and x-chimera-* headers."""
+    info, letters = run(peek(queue, limit))
+    out = console()
+    for n, letter in enumerate(letters, 1):
+        out.print(Panel(describe(letter), title=f"{n}/{info.messages}", title_align="left"))
+    out.print(f"{info.name}: {info.messages} dead letter(s), {len(letters)} shown")
+
+
+@dataclass
+class ReplayReport:
+    dlq: str
+    total: int
+    replayed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def replay_letters(
+    queue: str, limit: int | None, to_queue: bool, progress: Progress
+) -> ReplayReport:
+    work, dlq = resolve(queue)
+    async with open_broker() as broker:
+        info = await require(broker, dlq)
+        total = info.messages if limit is None else min(info.messages, limit)
+        report = ReplayReport(dlq, total)
+        reader = await broker.reader("dlq-replay").raw()
+        publisher = broker.confirmed("dlq-replay")
+        timeout = broker.config.publish_timeout
+        task = progress.add_task(f"replaying {dlq}", total=total)
+        kept: list[int] = []  # failed replays, held unacked until the end
+        try:
+            for _ in range(total):
+                letter = await reader.basic_get(dlq, no_ack=False)
+                tag = letter.delivery_tag
+                if tag is None:
+                    break
+                problem = await replay_one(publisher, letter, work, to_queue, timeout)
+                if problem is None:
+                    await reader.basic_ack(tag)
+                    report.replayed += 1
+                else:
+                    kept.append(tag)
+                    report.failed.append((str(letter.header.properties.message_id), problem))
+                progress.advance(task)
+        finally:
+            if not reader.is_closed:
+                for tag in kept:
+                    await reader.basic_nack(tag, requeue=True)
+        return report
+
+
+async def replay_one(
+    publisher: ManagedChannel, letter: DeliveredMessage, work: str, to_queue: bool, timeout: float
+) -> str | None:
+    """Publish one dead letter again; None once confirmed, else why not."""
+    if to_queue:
+        target: tuple[str, str] | None = ("", work)
+    else:
+        target = original_target(headers_of(letter), work)
+    if target is None:
+        return "no x-chimera-original-* or x-death header says where it came from"
+    exchange, routing_key = target
+    try:
+        await publish_confirmed(
+            publisher,
+            letter.body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=replay_properties(letter.header.properties),
+            timeout=timeout,
+        )
+    except ConnectionFailedError:
+        raise
+    except PublishError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@app.command()
+def replay(
+    queue: QueueArg,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Replay at most N (default: all).")
+    ] = None,
+    to_queue: Annotated[
+        bool,
+        typer.Option(
+            "--to-queue",
+            help="Send each straight to the work queue (default exchange) instead of its "
+            "original exchange and routing key, so other queues bound to that key do not "
+            "receive it again.",
+        ),
+    ] = False,
+    yes: YesOption = False,
+) -> None:
+    """Publish dead letters again to their original exchange and routing key.
+
+    Each one keeps its properties (message id, correlation id, type, headers
+    minus x-death), is published with confirms and mandatory, and is removed
+    from the DLQ only after the broker confirmed it. A returned or nacked one
+    stays in the DLQ and is listed; the exit code is then 1.
+    """
+    out = console()
+    if not yes:
+        info = run(depth(queue))
+        if info.messages == 0:
+            out.print(f"{info.name} is empty")
+            return
+        count = info.messages if limit is None else min(limit, info.messages)
+        typer.confirm(
+            f"Replay {count} of {info.messages} dead letter(s) from {info.name}?", abort=True
+        )
+    with Progress(console=out, transient=True) as progress:
+        report = run(replay_letters(queue, limit, to_queue, progress))
+    out.print(f"replayed {report.replayed} of {report.total} from {report.dlq}")
+    if report.failed:
+        table = Table("message_id", "left in the DLQ because")
+        for message_id, problem in report.failed:
+            table.add_row(escape(message_id), escape(problem))
+        out.print(table)
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+async def depth(queue: str) -> QueueInfo:
+    async with open_broker() as broker:
+        return await require(broker, resolve(queue)[1])
+
+
+async def purge_queue(queue: str) -> int:
+    _, dlq = resolve(queue)
+    async with open_broker() as broker:
+        await require(broker, dlq)
+        raw = await broker.reader("dlq-purge").raw()
+        ok = await raw.queue_purge(dlq)
+        return int(ok.message_count or 0)
+
+
+@app.command()
+def purge(queue: QueueArg, yes: YesOption = False) -> None:
+    """Delete every dead letter in the DLQ (asks first unless --yes)."""
+    _, dlq = resolve(queue)
+    if not yes:
+        info = run(depth(queue))
+        typer.confirm(
+            f"Delete all {info.messages} dead letter(s) in {dlq}? They cannot be recovered",
+            abort=True,
+        )
+    purged = run(purge_queue(queue))
+    console().print(f"purged {purged} dead letter(s) from {dlq}")

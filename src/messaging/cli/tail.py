@@ -1,0 +1,106 @@
+"""`chimera-bus tail PATTERN`: watch live traffic on the exchange, decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from aiormq.abc import DeliveredMessage
+from rich.console import Console
+from rich.markup import escape
+
+from messaging.cli._broker import DEFAULT_EXCHANGE, ExchangeOption, console, open_broker, run
+from messaging.cli._letters import body_renderable
+from messaging.errors import TopologyError
+from messaging.routing import validate_binding_pattern
+
+HELP = """\
+Print live messages whose routing key matches PATTERN, decoded.
+
+PATTERN is a topic pattern ('*' is one word, '#' zero or more). Bodies are
+decoded from protobuf by their `type` property; one that does not decode is
+printed as a hex snippet.
+
+A temporary, exclusive, auto-delete queue is bound to the exchange; the broker
+removes it when tail exits. Stops after --count messages, after --timeout
+seconds, or on Ctrl-C.
+"""
+
+
+@dataclass
+class Seen:
+    count: int = 0
+
+
+async def watch(
+    pattern: str,
+    exchange: str,
+    count: int | None,
+    timeout: float | None,
+    out: Console,
+    seen: Seen,
+) -> None:
+    validate_binding_pattern(pattern)
+    async with open_broker() as broker:
+        if not await broker.exchange_exists(exchange):
+            raise TopologyError(f"exchange {exchange!r} does not exist; nothing to tail")
+        channel = broker.reader("tail")
+        raw = await channel.raw()
+        declared = await raw.queue_declare("", exclusive=True, auto_delete=True)
+        queue = str(declared.queue)
+        await raw.queue_bind(queue, exchange, routing_key=pattern)
+        inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+
+        async def on_delivery(delivery: DeliveredMessage) -> None:
+            inbox.put_nowait(delivery)
+
+        await channel.consume(queue, on_delivery, exclusive=True, no_ack=True)
+        out.print(
+            f"[dim]tailing {escape(exchange)} for {escape(pattern)} "
+            f"(temporary queue {escape(queue)}); Ctrl-C to stop[/]",
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while count is None or seen.count < count:
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                break
+            try:
+                delivery = await asyncio.wait_for(inbox.get(), wait)
+            except TimeoutError:
+                break
+            seen.count += 1
+            show(out, delivery)
+
+
+def show(out: Console, delivery: DeliveredMessage) -> None:
+    props = delivery.header.properties
+    frame: Any = delivery.delivery
+    stamp = time.strftime("%H:%M:%S")
+    out.print(
+        f"[bold]{stamp}[/] [cyan]{escape(str(frame.routing_key))}[/] "
+        f"{escape(str(props.message_type or '?'))}  "
+        f"message_id={escape(str(props.message_id))}  "
+        f"correlation_id={escape(str(props.correlation_id))}"
+    )
+    out.print(body_renderable(props.message_type, delivery.body))
+
+
+def tail(
+    pattern: Annotated[str, typer.Argument(help="Topic pattern, e.g. 'query.*' or '#'.")],
+    exchange: ExchangeOption = DEFAULT_EXCHANGE,
+    count: Annotated[
+        int | None, typer.Option("--count", "-n", min=1, help="Stop after N messages.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", "-t", min=0, help="Stop after S seconds.")
+    ] = None,
+) -> None:
+    out = console()
+    seen = Seen()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail usually ends
+        run(watch(pattern, exchange, count, timeout, out, seen))
+    out.print(f"[dim]{seen.count} message(s)[/]")
