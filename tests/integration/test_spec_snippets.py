@@ -174,8 +174,8 @@ def test_basic_subscriber_and_publisher_snippets(spec_queues: None) -> None:
     pool.close()
     assert not thread.is_alive()
     message, properties = received[0]
-    assert message.query == "What is the ZEC price?"  # type: ignore[attr-defined]
-    assert properties["correlation_id"] == message.metadata.correlation_id  # type: ignore[attr-defined]
+    assert message.query == "What is the ZEC price?"
+    assert properties["correlation_id"] == message.metadata.correlation_id
 
 
 def test_request_response_snippet(spec_queues: None) -> None:
