@@ -1,15 +1,19 @@
-"""Configuration from ``RABBITMQ__*`` environment variables.
+"""Configuration from ``RABBITMQ__*`` and ``MONITORING__*`` environment variables.
 
-``load_config().rabbitmq`` is what :class:`messaging.ConnectionPool` takes.
+``load_config().rabbitmq`` is what :class:`messaging.ConnectionPool` takes;
+``load_config().monitoring`` turns on the health/metrics endpoint and picks
+the log format (:mod:`messaging.health`, :mod:`messaging.logs`).
 The password is a :class:`pydantic.SecretStr`: it shows as ``**********`` in
 reprs and logs, and only the transport reads its value.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from messaging.errors import ConfigurationError
@@ -60,6 +64,37 @@ class RabbitMQConfig(BaseModel):
         return f"amqp://{user}:{quoted_password}@{self.host}:{self.port}/{vhost}"
 
 
+class MonitoringConfig(BaseModel):
+    """The optional HTTP endpoint and the log format. Immutable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve /metrics, /healthz, /readyz on this port; unset: no endpoint.",
+    )
+    http_host: str = Field(
+        default="127.0.0.1", description="Address the endpoint listens on (0.0.0.0: all)."
+    )
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @field_validator("http_port", mode="before")
+    @classmethod
+    def _empty_port_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if not isinstance(logging.getLevelName(level), int):
+            raise ValueError(f"unknown log level {value!r}; use DEBUG, INFO, WARNING or ERROR")
+        return level
+
+
 class Settings(BaseSettings):
     """Everything the bus reads from the environment."""
 
@@ -68,10 +103,11 @@ class Settings(BaseSettings):
     )
 
     rabbitmq: RabbitMQConfig = RabbitMQConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
 
 def load_config() -> Settings:
-    """Read the configuration from the environment (``RABBITMQ__HOST`` …).
+    """Read the configuration from the environment (``RABBITMQ__HOST``, ``MONITORING__…``).
 
     Raises :class:`ConfigurationError` naming the variable when a value is malformed.
     """

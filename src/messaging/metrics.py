@@ -7,13 +7,17 @@ publisher are kept as labels, the rest count as ``"other"``.
 
 Connection state (up, uptime, reconnects, blocked) is read from the live
 pools when Prometheus scrapes, by :class:`PoolCollector`, so it costs nothing
-between scrapes.
+between scrapes. Dead-letter queue depths are read from the broker at scrape
+time too, by :class:`DLQCollector`, at most once per :data:`DLQ_CACHE_SECONDS`.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -23,7 +27,10 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from messaging.aio.pool import AsyncConnectionPool
 
+log = logging.getLogger("messaging.metrics")
+
 MAX_ROUTING_KEYS = 100
+DLQ_CACHE_SECONDS = 5.0
 
 PUBLISHED = Counter(
     "chimera_messages_published",
@@ -145,3 +152,74 @@ class PoolCollector(Collector):
 
 POOLS = PoolCollector()
 REGISTRY.register(POOLS)
+
+
+DepthProbe = Callable[[], int]
+"""Asks the broker how many messages one dead-letter queue holds; blocks, may raise."""
+
+
+class DLQCollector(Collector):
+    """``chimera_dlq_messages{queue}``: dead letters waiting, read from the broker.
+
+    Whoever can reach the broker (:class:`messaging.health.HealthServer`) tracks
+    a probe per subscriber queue. A scrape asks each probe at most once per
+    ``cache_seconds`` (a failure too), and a failing probe is logged and left
+    out of that scrape, never raised into it.
+    """
+
+    def __init__(self, cache_seconds: float = DLQ_CACHE_SECONDS) -> None:
+        self.cache_seconds = cache_seconds
+        self._probes: dict[str, DepthProbe] = {}
+        self._cache: dict[str, tuple[float, int | None]] = {}
+        self._lock = threading.Lock()
+
+    def track(self, queue: str, probe: DepthProbe) -> None:
+        """Report the depth of ``queue``'s DLQ, as ``probe`` reads it."""
+        with self._lock:
+            self._probes[queue] = probe
+            self._cache.pop(queue, None)
+
+    def untrack(self, queue: str, probe: DepthProbe | None = None) -> None:
+        """Stop reporting ``queue`` (only if it is still ``probe``'s, when given)."""
+        with self._lock:
+            if probe is None or self._probes.get(queue) is probe:
+                self._probes.pop(queue, None)
+                self._cache.pop(queue, None)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        with self._lock:  # one scrape probes at a time; the others get its cache
+            for queue, probe in sorted(self._probes.items()):
+                depth = self._depth(queue, probe)
+                if depth is not None:
+                    family.add_metric([queue], float(depth))
+        yield family
+
+    def _depth(self, queue: str, probe: DepthProbe) -> int | None:
+        now = time.monotonic()
+        cached = self._cache.get(queue)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        depth: int | None
+        try:
+            depth = probe()
+        except Exception as exc:
+            log.warning("could not read the depth of the DLQ of %s: %r", queue, exc)
+            depth = None
+        self._cache[queue] = (time.monotonic(), depth)
+        return depth
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "chimera_dlq_messages",
+            "Messages in the dead-letter queue <queue>.dlq, read from the broker.",
+            labels=["queue"],
+        )
+
+
+DLQS = DLQCollector()
+REGISTRY.register(DLQS)

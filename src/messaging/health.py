@@ -1,0 +1,450 @@
+"""An optional HTTP endpoint per process: ``/metrics``, ``/healthz``, ``/readyz``.
+
+Off by default: :func:`serve_from_config` starts it when
+``MONITORING__HTTP_PORT`` is set. It runs a small threaded HTTP server in a
+daemon thread, so it answers while handlers run, and asks the broker through
+the pool's own event loop:
+
+- ``/metrics``: every metric in the default Prometheus registry, including
+  connection state and ``chimera_dlq_messages`` for the watched subscribers.
+- ``/healthz`` (liveness): 200 while the process runs and its IO loop answers.
+- ``/readyz`` (readiness): 200 only while both connections of the pool are up
+  and every watched subscriber is consuming, checked against the broker (its
+  consumer count on the queue, by passive declare), not just our own flag.
+  The answer is cached for :data:`READY_CACHE_SECONDS`; the body is JSON and
+  says what is not ready.
+
+Passive declares go through a channel of their own: a missing queue makes the
+broker close the channel it was asked on, and that must never be a channel
+that consumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol, TypeVar
+
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
+
+from messaging._portal import Portal
+from messaging.aio.pool import AsyncConnectionPool
+from messaging.config import Settings, load_config
+from messaging.connection import ConnectionPool
+from messaging.errors import ConfigurationError
+from messaging.metrics import DLQS, DepthProbe
+from messaging.topology import dlq_name
+from messaging.transport import ConnectionHealth, ManagedChannel
+
+log = logging.getLogger("messaging.health")
+
+T = TypeVar("T")
+
+PROBE_TIMEOUT = 2.0
+"""Longest one question to the broker (or one ping of the IO loop) may take."""
+READY_CACHE_SECONDS = 1.0
+"""A scrape storm on /readyz asks the broker at most once per this many seconds."""
+
+
+class Watchable(Protocol):
+    """A subscriber or agent, sync or async, whose consumer must be attached."""
+
+    @property
+    def agent_name(self) -> str: ...
+
+    @property
+    def queue_name(self) -> str: ...
+
+    @property
+    def is_consuming(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SubscriberState:
+    agent: str
+    queue: str
+    consuming: bool
+    """Our own flag: the consumer is attached to an open channel."""
+    broker_consumers: int | None
+    """Consumers the broker counts on the queue; None when it was not asked."""
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    problems: list[str]
+    connections: dict[str, ConnectionHealth]
+    subscribers: list[SubscriberState] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": "ready" if self.ready else "not ready",
+            "problems": self.problems,
+            "connections": {name: asdict(h) for name, h in self.connections.items()},
+            "subscribers": [asdict(s) for s in self.subscribers],
+        }
+
+
+class LoopRunner:
+    """Runs coroutines on the pool's event loop from other threads, with a timeout."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = PROBE_TIMEOUT) -> T:
+        if self.on_loop_thread():
+            coro.close()
+            raise RuntimeError("a blocking health check was made on the event loop's own thread")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"no answer within {timeout:g}s") from None
+
+    def alive(self, timeout: float = PROBE_TIMEOUT) -> bool:
+        """The loop runs and gets round to a callback within ``timeout``."""
+        if self.loop.is_closed() or not self.loop.is_running():
+            return False
+        if self.on_loop_thread():
+            return True
+        answered = threading.Event()
+        try:
+            self.loop.call_soon_threadsafe(answered.set)
+        except RuntimeError:  # closed in between
+            return False
+        return answered.wait(timeout)
+
+    def on_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+
+class BrokerProbe:
+    """Passive declares on a channel used for nothing else, run on the pool's loop."""
+
+    def __init__(self, pool: AsyncConnectionPool, runner: LoopRunner) -> None:
+        self._pool = pool
+        self._runner = runner
+        self._channel: ManagedChannel | None = None
+
+    def counts(self, queue: str) -> tuple[int, int]:
+        """``(messages, consumers)`` of ``queue``; raises if it is missing or unreachable."""
+        return self._runner.call(self._declare(queue), PROBE_TIMEOUT + 0.5)
+
+    def message_count(self, queue: str) -> int:
+        return self.counts(queue)[0]
+
+    def consumer_count(self, queue: str) -> int:
+        return self.counts(queue)[1]
+
+    async def _declare(self, queue: str) -> tuple[int, int]:
+        async def declare() -> tuple[int, int]:
+            if self._channel is None:
+                self._channel = self._pool.consuming.channel("monitor:probe")
+            raw = await self._channel.raw(timeout=PROBE_TIMEOUT)
+            ok = await raw.queue_declare(queue, passive=True)
+            return int(ok.message_count or 0), int(ok.consumer_count or 0)
+
+        return await asyncio.wait_for(declare(), PROBE_TIMEOUT)
+
+    def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is None or self._runner.loop.is_closed():
+            return
+        if self._runner.on_loop_thread():
+            self._runner.loop.create_task(self._pool.consuming.release(channel))
+            return
+        with contextlib.suppress(Exception):
+            self._runner.call(self._pool.consuming.release(channel))
+
+
+class HealthServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` over HTTP for one pool's process.
+
+    Sync API for both pool kinds. With an :class:`AsyncConnectionPool`, create
+    it inside the running event loop (it asks the broker on that loop). Port 0
+    lets the OS choose; :attr:`port` says which. :meth:`start` also opens the
+    pool's connections in the background (connections are lazy otherwise, and
+    a process that never publishes would never be ready).
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool | AsyncConnectionPool,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ready_cache_seconds: float = READY_CACHE_SECONDS,
+    ) -> None:
+        self.pool = pool.aio if isinstance(pool, ConnectionPool) else pool
+        self.host = host
+        self._requested_port = port
+        self.runner = LoopRunner(_loop_of(pool))
+        self.probe = BrokerProbe(self.pool, self.runner)
+        self.ready_cache_seconds = ready_cache_seconds
+        self._watched: list[Watchable] = []
+        self._dlq_probes: dict[str, DepthProbe] = {}
+        self._lock = threading.Lock()
+        self._ready_lock = threading.Lock()
+        self._ready_cache: tuple[float, Readiness] | None = None
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> HealthServer:
+        if self._httpd is not None:
+            return self
+        httpd = _HTTPServer((self.host, self._requested_port), _Handler)
+        httpd.health = self
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="messaging-health"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        with contextlib.suppress(RuntimeError):
+            asyncio.run_coroutine_threadsafe(self._connect(), self.runner.loop)
+        log.info(
+            "health endpoint on http://%s:%d (/metrics /healthz /readyz)", self.host, self.port
+        )
+        return self
+
+    async def _connect(self) -> None:
+        try:
+            await self.pool.connect()
+        except Exception as exc:  # /readyz says so; the pool keeps its own retry policy
+            log.warning("health endpoint: could not connect the pool yet: %s", exc)
+
+    def close(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        with self._lock:
+            probes, self._dlq_probes = self._dlq_probes, {}
+            self._watched.clear()
+        for queue, probe in probes.items():
+            DLQS.untrack(queue, probe)
+        self.probe.close()
+
+    def __enter__(self) -> HealthServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the OS's choice when 0 was asked for), once started."""
+        if self._httpd is None:
+            return self._requested_port
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- what must be up ---------------------------------------------------
+
+    def watch(self, subscriber: Watchable) -> None:
+        """Count ``subscriber`` in readiness, and export the depth of its DLQ."""
+        queue = subscriber.queue_name
+        with self._lock:
+            if any(w is subscriber for w in self._watched):
+                return
+            self._watched.append(subscriber)
+            if queue in self._dlq_probes:
+                return
+            probe = _DLQProbe(self.probe, dlq_name(queue))
+            self._dlq_probes[queue] = probe
+        DLQS.track(queue, probe)
+        self._ready_cache = None
+
+    def unwatch(self, subscriber: Watchable) -> None:
+        with self._lock:
+            self._watched = [w for w in self._watched if w is not subscriber]
+            queue = subscriber.queue_name
+            probe = None
+            if all(w.queue_name != queue for w in self._watched):
+                probe = self._dlq_probes.pop(queue, None)
+        if probe is not None:
+            DLQS.untrack(queue, probe)
+        self._ready_cache = None
+
+    @property
+    def watched(self) -> tuple[Watchable, ...]:
+        with self._lock:
+            return tuple(self._watched)
+
+    # -- the checks --------------------------------------------------------
+
+    def alive(self) -> bool:
+        return self.runner.alive()
+
+    def readiness(self) -> Readiness:
+        """Connections up and every watched consumer attached; cached briefly."""
+        with self._ready_lock:  # concurrent requests wait for one check and share it
+            cached = self._ready_cache
+            if cached is not None and time.monotonic() - cached[0] < self.ready_cache_seconds:
+                return cached[1]
+            readiness = self._check()
+            self._ready_cache = (time.monotonic(), readiness)
+            return readiness
+
+    def _check(self) -> Readiness:
+        health = self.pool.health()
+        connections = {"publish": health.publishing, "consume": health.consuming}
+        problems = [
+            f"{name} connection is down" + (f": {h.last_error}" if h.last_error else "")
+            for name, h in connections.items()
+            if not h.connected
+        ]
+        subscribers = [
+            self._check_subscriber(sub, health.consuming.connected, problems)
+            for sub in self.watched
+        ]
+        return Readiness(not problems, problems, connections, subscribers)
+
+    def _check_subscriber(
+        self, sub: Watchable, broker_reachable: bool, problems: list[str]
+    ) -> SubscriberState:
+        agent, queue = sub.agent_name, sub.queue_name
+        consuming = sub.is_consuming
+        count: int | None = None
+        if not consuming:
+            problems.append(f"{agent} is not consuming {queue}")
+        elif broker_reachable:
+            try:
+                count = self.probe.consumer_count(queue)
+            except Exception as exc:
+                problems.append(f"could not ask the broker about {queue}: {_describe(exc)}")
+            else:
+                if count < 1:
+                    problems.append(f"the broker counts no consumer on {queue} ({agent})")
+        return SubscriberState(agent, queue, consuming, count)
+
+
+class _DLQProbe:
+    """The depth of one DLQ, for :data:`messaging.metrics.DLQS`."""
+
+    def __init__(self, probe: BrokerProbe, dlq: str) -> None:
+        self._probe = probe
+        self._dlq = dlq
+
+    def __call__(self) -> int:
+        return self._probe.message_count(self._dlq)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    health: HealthServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    server_version = "chimera-health"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        try:
+            if path == "/metrics":
+                self._metrics()
+            elif path == "/healthz":
+                alive = self.server.health.alive()
+                status = HTTPStatus.OK if alive else HTTPStatus.SERVICE_UNAVAILABLE
+                body = {"status": "alive" if alive else "the IO event loop does not answer"}
+                self._json(status, body)
+            elif path == "/readyz":
+                readiness = self.server.health.readiness()
+                ok = HTTPStatus.OK if readiness.ready else HTTPStatus.SERVICE_UNAVAILABLE
+                self._json(ok, readiness.to_json())
+            else:
+                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {path}"})
+        except Exception as exc:  # an endpoint must answer, never hang up
+            log.exception("health endpoint %s failed", path)
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": _describe(exc)})
+
+    def _metrics(self) -> None:
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        self._send(HTTPStatus.OK, content_type, encoder(REGISTRY))
+
+    def _json(self, status: HTTPStatus, body: dict[str, Any]) -> None:
+        data = (json.dumps(body, indent=2, default=str) + "\n").encode()
+        self._send(status, "application/json", data)
+
+    def _send(self, status: HTTPStatus, content_type: str, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def _loop_of(pool: ConnectionPool | AsyncConnectionPool) -> asyncio.AbstractEventLoop:
+    if isinstance(pool, ConnectionPool):
+        return Portal.get().loop
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise ConfigurationError(
+            "a HealthServer for an AsyncConnectionPool must be created inside the running "
+            "event loop that uses the pool"
+        ) from None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_server: HealthServer | None = None
+_server_lock = threading.Lock()
+
+
+def serve_from_config(
+    pool: ConnectionPool | AsyncConnectionPool, settings: Settings | None = None
+) -> HealthServer | None:
+    """Start this process's endpoint if ``MONITORING__HTTP_PORT`` is set; None otherwise.
+
+    One per process: later calls return the server already running (whatever
+    pool they pass). Watch subscribers on it with :meth:`HealthServer.watch`.
+    """
+    global _server
+    with _server_lock:
+        if _server is not None:
+            return _server
+        monitoring = (settings if settings is not None else load_config()).monitoring
+        if monitoring.http_port is None:
+            return None
+        _server = HealthServer(pool, host=monitoring.http_host, port=monitoring.http_port).start()
+        return _server
+
+
+def stop_serving() -> None:
+    """Close the endpoint :func:`serve_from_config` started, if any."""
+    global _server
+    with _server_lock:
+        server, _server = _server, None
+    if server is not None:
+        server.close()
