@@ -139,10 +139,18 @@ class PoolCollector(Collector):
         reconnects = CounterMetricFamily(
             "chimera_reconnects", "Re-connections after a drop.", labels=["connection"]
         )
+        seen: dict[str, int] = {}
         for pool in list(self._pools):
+            if pool.closed:
+                continue
+            # Two live pools may share a connection name: number the repeats
+            # so their series do not collide.
+            base = pool.config.connection_name
+            seen[base] = seen.get(base, 0) + 1
+            label = base if seen[base] == 1 else f"{base}#{seen[base]}"
             health = pool.health()
             for conn in (health.publishing, health.consuming):
-                name = f"{pool.config.connection_name}:{conn.purpose}"
+                name = f"{label}:{conn.purpose}"
                 up.add_metric([name], 1.0 if conn.connected else 0.0)
                 uptime.add_metric([name], conn.uptime)
                 blocked.add_metric([name], 1.0 if conn.blocked else 0.0)

@@ -20,6 +20,7 @@ from typing import Any
 from aiormq.abc import DeliveredMessage
 from google.protobuf.message import Message as ProtoMessage
 
+from messaging import health
 from messaging._portal import Portal
 from messaging.aio.consumer import (
     DEFAULT_MAX_REDELIVERIES,
@@ -123,6 +124,9 @@ class EventSubscriber(ABC):
         """
         self._stopping.clear()
         self._portal.call(self.consumer.start(self._on_delivery))
+        server = health.serve_from_config(self.connection_pool)  # MONITORING__HTTP_PORT
+        if server is not None:
+            server.watch(self)
         self._running.set()
         restore = self._install_signal_handlers()
         try:
@@ -139,6 +143,10 @@ class EventSubscriber(ABC):
 
     def _work(self) -> None:
         inbox, consumer, settler = self._inbox, self.consumer, self._settler
+        # Acks wait while more deliveries are already here, up to half the
+        # prefetch window: the broker keeps sending, and one multiple=True ack
+        # settles the batch. An idle worker acks at once.
+        batch = max(1, consumer.prefetch_count // 2)
         while not self._stopping.is_set():
             try:
                 item = inbox.get(timeout=1.0)
@@ -159,7 +167,10 @@ class EventSubscriber(ABC):
                 settler.put(Outcome(tag, generation, ok=False, delivery=delivery, error=exc))
             else:
                 consumer.finished(handling, None)
-                settler.put(Outcome(tag, generation, ok=True))
+                settler.put(
+                    Outcome(tag, generation, ok=True),
+                    wake=inbox.empty() or settler.pending >= batch,
+                )
 
     async def _on_delivery(self, delivery: DeliveredMessage) -> None:
         generation = self.consumer.generation

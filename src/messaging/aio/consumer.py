@@ -319,6 +319,7 @@ class Consumer:
                 routing_key,
                 publish_error,
                 props.correlation_id,
+                extra=_log_ids(props),
             )
             self.channel.reject(tag, generation, requeue=False)
             return
@@ -343,6 +344,7 @@ class Consumer:
                 exc,
                 delay,
                 props.correlation_id,
+                extra=_log_ids(props),
             )
             return
         log.error(
@@ -356,7 +358,13 @@ class Consumer:
             exc,
             props.correlation_id,
             exc_info=exc if not isinstance(exc, DecodeError) else None,
+            extra=_log_ids(props),
         )
+
+
+def _log_ids(props: Basic.Properties) -> dict[str, str]:
+    """The message's ids for log records written outside its handler (on the IO loop)."""
+    return {"correlation_id": props.correlation_id or "-", "message_id": props.message_id or "-"}
 
 
 def _headers_of(delivery: DeliveredMessage) -> dict[str, Any]:
@@ -410,9 +418,20 @@ class Settler:
         self._scheduled = False
         self._failing: set[asyncio.Task[None]] = set()
 
-    def put(self, outcome: Outcome) -> None:
-        """Record an outcome; callable from any thread."""
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def put(self, outcome: Outcome, *, wake: bool = True) -> None:
+        """Record an outcome; callable from any thread.
+
+        ``wake=False`` leaves it for a later flush: the caller knows more
+        outcomes follow soon (its inbox is not empty), so they can share one
+        wake-up of the loop and one ``multiple=True`` ack.
+        """
         self._pending.append(outcome)
+        if not wake:
+            return
         with self._lock:
             if self._scheduled:
                 return

@@ -42,6 +42,7 @@ class AsyncConnectionPool:
         )
         self.publishing = ChannelManager(SupervisedConnection(self.config, self.policy, "publish"))
         self.consuming = ChannelManager(SupervisedConnection(self.config, self.policy, "consume"))
+        self.closed = False
         POOLS.track(self)
 
     async def connect(self) -> None:
@@ -56,6 +57,7 @@ class AsyncConnectionPool:
         )
 
     async def close(self) -> None:
+        self.closed = True
         for manager in (self.publishing, self.consuming):
             await manager.close()
             await manager.connection.close()

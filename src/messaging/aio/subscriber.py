@@ -14,6 +14,7 @@ from typing import Any
 from aiormq.abc import DeliveredMessage
 from google.protobuf.message import Message as ProtoMessage
 
+from messaging import health
 from messaging.aio.consumer import (
     DEFAULT_MAX_REDELIVERIES,
     Consumer,
@@ -94,6 +95,9 @@ class AsyncEventSubscriber(ABC):
         """Declare the queue and its dead-lettering, then start consuming; returns at once."""
         self._stopped = asyncio.Event()
         await self.consumer.start(self._on_delivery)
+        server = health.serve_from_config(self.connection_pool)  # MONITORING__HTTP_PORT
+        if server is not None:
+            server.watch(self)
 
     async def start_consuming(self) -> None:
         """Consume until :meth:`stop`, SIGINT or SIGTERM; finishes the messages in hand."""
