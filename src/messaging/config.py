@@ -43,6 +43,14 @@ class RabbitMQConfig(BaseModel):
     connect_timeout: float = Field(
         default=10.0, gt=0, description="Seconds for one TCP+AMQP handshake."
     )
+    max_message_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Largest body publish accepts; match the broker's max_message_size (128 MiB "
+            "by default) so an oversized message is refused before it is sent."
+        ),
+    )
     publish_timeout: float = Field(
         default=30.0,
         gt=0,

@@ -168,6 +168,28 @@ def test_bad_input_is_refused_before_sending(pool: ConnectionPool, names: Names)
         publisher.close()
 
 
+def test_oversized_message_is_refused_and_nothing_is_sent(
+    config: RabbitMQConfig, names: Names, raw: RawBroker
+) -> None:
+    small = config.model_copy(update={"max_message_bytes": 1000})
+    pool = ConnectionPool(small)
+    exchange, queue = names.exchange, names.queue()
+    sub = Recorder(pool, exchange=exchange, queue=queue, routing_keys=["k"])
+    sub.run_in_thread()
+    publisher = EventPublisher(pool, "p", exchange)
+    try:
+        with pytest.raises(InvalidMessageError, match="RABBITMQ__MAX_MESSAGE_BYTES"):
+            publisher.publish(query("x" * 2000), "k")
+        publisher.publish(query("small"), "k")
+        wait_for(lambda: sub.texts() == ["small"], what="the small message")
+    finally:
+        publisher.close()
+        sub.stop_and_join()
+        pool.close()
+    assert raw.depth(queue) == 0
+    assert raw.depth(f"{queue}.dlq") == 0
+
+
 def test_wrong_password_fails_at_once(config: RabbitMQConfig) -> None:
     bad = config.model_copy(update={"password": SecretStr("wrong-password")})
     pool = ConnectionPool(bad, max_retries=5, initial_retry_delay=30.0, max_retry_delay=60.0)

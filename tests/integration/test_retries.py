@@ -76,7 +76,10 @@ def test_retries_then_dead_letters_with_why_headers(
         for text in ["twice", "always", "never-retry"]:
             publisher.publish(query(text, correlation_id=f"c-{text}"), f"work.{text}")
         raw.publish(exchange, "work.garbage", b"\xff\xfe", message_id="garbage")
-        wait_for(lambda: raw.depth(f"{queue}.dlq") == 3, timeout=20, what="three dead letters")
+        raw.publish(
+            exchange, "work.json", b'{"query": "twice"}', content_type="application/json"
+        )
+        wait_for(lambda: raw.depth(f"{queue}.dlq") == 4, timeout=20, what="four dead letters")
         wait_for(lambda: len(sub.handled) == 1, what="the flaky message to succeed")
     finally:
         publisher.close()
@@ -94,7 +97,9 @@ def test_retries_then_dead_letters_with_why_headers(
         _, props, _ = got
         headers = props.headers  # type: ignore[attr-defined]
         dead[headers[h.ORIGINAL_ROUTING_KEY]] = headers
-    assert set(dead) == {"work.always", "work.never-retry", "work.garbage"}
+    assert set(dead) == {"work.always", "work.never-retry", "work.garbage", "work.json"}
+    assert "application/json" in dead["work.json"][h.ERROR_MESSAGE]
+    assert dead["work.json"][h.ATTEMPTS] == 1, "a wrong content type is not retried"
     always = dead["work.always"]
     assert always[h.ERROR_TYPE] == "builtins.RuntimeError"
     assert always[h.ERROR_MESSAGE] == "never works"

@@ -44,7 +44,7 @@ from messaging.headers import (
 )
 from messaging.metrics import ConsumerMetrics
 from messaging.routing import validate_binding_pattern
-from messaging.serialization import deserialize
+from messaging.serialization import CONTENT_TYPE, deserialize
 from messaging.topology import dlx_name, retry_queue_name, subscriber_topology, validate_name
 from messaging.transport import ManagedChannel
 from messaging.transport.channels import DeliveryCallback
@@ -231,6 +231,12 @@ class Consumer:
         if cls is None:
             raise UnknownRoutingKeyError(
                 f"{self.agent_name} has no message class for routing key {routing_key!r}"
+            )
+        content_type = delivery.header.properties.content_type
+        if content_type and content_type != CONTENT_TYPE:
+            raise DecodeError(
+                f"content type {content_type!r} on {routing_key!r}, expected {CONTENT_TYPE!r}: "
+                f"the sender did not publish protobuf"
             )
         return deserialize(delivery.body, cls)
 

@@ -37,8 +37,6 @@ log = logging.getLogger("messaging.publisher")
 
 DEFAULT_EXCHANGE = "chimera.events"
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-MAX_MESSAGE_BYTES = 128 * 1024 * 1024
-"""RabbitMQ's default ``max_message_size``; a larger body is refused before sending."""
 
 # The broker refused this publish (and closed the channel for it): sending it
 # again would be refused again.
@@ -131,10 +129,12 @@ class AsyncEventPublisher:
             raise ClosedError(f"publisher {self.agent_name!r} is closed")
         body = serialize(message)
         validate_routing_key(routing_key)
-        if len(body) > MAX_MESSAGE_BYTES:
+        limit = self.pool.config.max_message_bytes
+        if len(body) > limit:
             raise InvalidMessageError(
                 f"message of {len(body)} bytes is over the broker's limit of "
-                f"{MAX_MESSAGE_BYTES} bytes; store the payload elsewhere and send a reference"
+                f"{limit} bytes (RABBITMQ__MAX_MESSAGE_BYTES); store the payload elsewhere "
+                f"and send a reference"
             )
         meta = getattr(message, "metadata", None)
         if message_id is None:
