@@ -5,11 +5,18 @@ serializes it on every publish and decodes it on every delivery, which the raw
 clients (fixed bytes) do not. Topology is the bus's own (work queue with
 dead-letter arguments, DLX, DLQ), declared from ``messaging.topology`` so that
 the bus's own declarations match it.
+
+The rpc row's responder is a ``BaseAgent`` in a thread of its own (its own
+connection pool; all sync bus objects share the process's one IO thread)
+answering with ``publish_response``; unlike the raw rows, the bus confirms
+both the request and the reply, and the request goes through the topic
+exchange rather than the default exchange.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from typing import Any
@@ -24,6 +31,7 @@ from common import (
     Stopwatch,
     close_quietly,
     delete_names,
+    latency_sample,
     prefill,
     rate_sample,
 )
@@ -31,12 +39,13 @@ from google.protobuf.message import Message as ProtoMessage
 from pydantic import SecretStr
 from registry import ROWS, register
 
-from messaging import ConnectionPool, EventPublisher, EventSubscriber, RabbitMQConfig
+from messaging import BaseAgent, ConnectionPool, EventPublisher, EventSubscriber, RabbitMQConfig
 from messaging.generated.messages_pb2 import QueryRequest
 from messaging.metadata import create_metadata
 from messaging.topology import Topology, dlq_name, dlx_name, subscriber_topology
 
 AGENT = "bench"
+RESPONDER_START_S = 30.0
 
 
 def bench_message() -> QueryRequest:
@@ -187,3 +196,63 @@ def consume(ctx: BenchContext) -> Sample:
         if subscriber.handled < ctx.messages:
             sw.stop()
         return rate_sample(ctx, subscriber.handled, sw.seconds, body_bytes=len(BODY))
+
+
+class _Responder(BaseAgent):
+    """Answers every request with the request itself, to its reply_to."""
+
+    def __init__(self, pool: ConnectionPool, ctx: BenchContext) -> None:
+        self.routing_key = ctx.routing_key
+        super().__init__(
+            pool,
+            f"{AGENT}-responder",
+            routing_keys=[ctx.routing_key],
+            exchange_name=ctx.exchange,
+            queue_name=ctx.queue,
+            prefetch_count=100,
+        )
+
+    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
+        return {self.routing_key: QueryRequest}
+
+    def route_message(
+        self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
+    ) -> None:
+        self.publish_response(message, routing_key, properties["correlation_id"])
+
+
+@register("bus", "rpc", raw=False, prepare=prepare, cleanup=cleanup)
+def rpc(ctx: BenchContext) -> Sample:
+    """EventPublisher.request, one after another, against a BaseAgent in another thread."""
+    with (
+        ConnectionPool(config_from_url(ctx.url)) as server,
+        ConnectionPool(config_from_url(ctx.url)) as client,
+        EventPublisher(client, AGENT, ctx.exchange) as publisher,
+    ):
+        server.connect()
+        client.connect()
+        responder = _Responder(server, ctx)
+        thread = threading.Thread(target=responder.start_consuming, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + RESPONDER_START_S
+            while not responder.is_consuming and time.monotonic() < deadline:
+                time.sleep(0.01)
+            publisher.request(MESSAGE, ctx.routing_key, timeout=30.0)  # warm-up, not timed
+            latencies: list[float] = []
+            started = time.monotonic()
+            sw = Stopwatch()
+            sw.start()
+            for _ in range(ctx.messages):
+                remaining = ctx.remaining(started)
+                if remaining <= 0:
+                    break
+                t0 = time.perf_counter()
+                publisher.request(MESSAGE, ctx.routing_key, timeout=remaining)
+                latencies.append(time.perf_counter() - t0)
+            sw.stop()
+            return latency_sample(ctx, latencies, sw.seconds)
+        finally:
+            responder.stop()
+            thread.join(10)
+            responder.close()
