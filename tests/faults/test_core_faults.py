@@ -388,14 +388,6 @@ def assert_redeliveries_after_faults(sub: LedgerSubscriber, first_fault: float) 
 # -- 1. the consume connection closed by the broker, three times --------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "intermittent library bug (about half the runs here): a restore that finds a backlog "
-        "loses a few confirmed messages; shown deterministically by "
-        "test_no_message_is_lost_when_the_consumer_reconnects_into_a_backlog"
-    ),
-)
 def test_consuming_resumes_after_consume_connection_is_closed_repeatedly(
     harness: Harness, names: Names, raw: RawBroker
 ) -> None:
@@ -715,15 +707,6 @@ def test_connect_retries_with_growing_delays_until_the_broker_accepts(
 # about half respectively on the first connect and on reconnects here.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug: a peer closing during the AMQP handshake makes aio_pika.connect raise "
-        "StopAsyncIteration, which SupervisedConnection._open does not translate (it catches "
-        "AMQPError, OSError, TimeoutError only): pool.connect() raises it (or CancelledError) "
-        "at the first attempt instead of retrying and raising ConnectionFailedError"
-    ),
-)
 def test_connect_retries_when_the_peer_closes_during_the_handshake(
     harness: Harness, proxy: TcpProxy
 ) -> None:
@@ -745,14 +728,6 @@ def test_connect_retries_when_the_peer_closes_during_the_handshake(
             pytest.fail("pool.connect() succeeded against a peer that refuses every connection")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug: SupervisedConnection._reconnect_forever catches only MessagingError; "
-        "the StopAsyncIteration aio_pika.connect raises when the peer closes during the "
-        "handshake ends the reconnect task, so the consumer is never restored"
-    ),
-)
 def test_consuming_resumes_after_reconnect_attempts_meet_a_closing_peer(
     harness: Harness, names: Names, raw: RawBroker, proxy: TcpProxy
 ) -> None:
@@ -794,14 +769,6 @@ def _refused_outage(proxy: TcpProxy) -> None:
     time.sleep(0.5)  # the client has read the RST by now
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug: SupervisedConnection.is_connected/get() trust aio_pika's "
-        "Connection.is_closed, which only turns True on an explicit close(); after a drop "
-        "health() keeps reporting connected=True"
-    ),
-)
 def test_health_reports_disconnected_during_an_outage(harness: Harness, proxy: TcpProxy) -> None:
     pool = harness.pool(harness.config(host=proxy.host, port=proxy.port, connect_timeout=3))
     pool.connect()
@@ -815,15 +782,6 @@ def test_health_reports_disconnected_during_an_outage(harness: Harness, proxy: T
         proxy.refuse(False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug: during an outage ManagedChannel.raw() gets the dead connection from "
-        "SupervisedConnection.wait_connected() (aio_pika's is_closed is still False) and "
-        "connection.channel() raises a bare RuntimeError('... closed') out of publish(), "
-        "instead of the publish waiting for the reconnect (or raising a MessagingError)"
-    ),
-)
 def test_publish_during_an_outage_raises_nothing_but_messaging_errors(
     harness: Harness, names: Names, raw: RawBroker, proxy: TcpProxy
 ) -> None:
@@ -855,15 +813,6 @@ def test_publish_during_an_outage_raises_nothing_but_messaging_errors(
     assert not unexpected, f"publish raised outside the MessagingError contract: {unexpected!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug: ManagedChannel._open re-issues basic_consume before bumping "
-        "generation; deliveries arriving in between are stamped with the old generation, "
-        "EventSubscriber._work skips them unhandled, and the next multiple=True ack on the "
-        "new channel acks their tags too: confirmed messages are acked but never handled"
-    ),
-)
 def test_no_message_is_lost_when_the_consumer_reconnects_into_a_backlog(
     harness: Harness, names: Names, raw: RawBroker, proxy: TcpProxy
 ) -> None:

@@ -267,10 +267,10 @@ class AsyncEventPublisher:
                     f"{properties.correlation_id}) was not confirmed within {timeout:.1f}s; "
                     f"it may or may not have been stored"
                 )
-            await self._ensure_exchange()
-            raw = await self._channel.raw(timeout=remaining)
             attempt += 1
             try:
+                await self._ensure_exchange()
+                raw = await self._channel.raw(timeout=remaining)
                 await raw.basic_publish(
                     body,
                     exchange=exchange,

@@ -28,9 +28,16 @@ from aiormq.abc import DeliveredMessage
 from messaging.errors import ClosedError, MessagingError
 from messaging.topology import Topology
 from messaging.transport.connection import SupervisedConnection
-from messaging.transport.errors import CONNECTION_LOST, translate_topology_error
+from messaging.transport.errors import (
+    CONNECTION_LOST,
+    ConnectionLostError,
+    translate_topology_error,
+)
 
 log = logging.getLogger("messaging.channel")
+
+# What aio-pika raises when asked for a channel on a connection that is dead.
+_UNUSABLE: tuple[type[BaseException], ...] = (RuntimeError, *CONNECTION_LOST)
 
 DeliveryCallback = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
 ReopenListener = Callable[[int], Awaitable[None]]
@@ -101,22 +108,29 @@ class ManagedChannel:
 
     async def _open(self) -> None:
         connection = await self.connection.get()
-        channel = await connection.channel(
-            publisher_confirms=self.confirms, on_return_raises=self.confirms
-        )
+        try:
+            channel = await connection.channel(
+                publisher_confirms=self.confirms, on_return_raises=self.confirms
+            )
+        except _UNUSABLE as exc:
+            # The connection died before its close callback told us.
+            self.connection.lost(exc)
+            raise ConnectionLostError(f"the {self.connection.purpose} connection is gone") from exc
         if self.prefetch is not None:
             await channel.set_qos(prefetch_count=self.prefetch)
         raw = await channel.get_underlay_channel()
-        # Restore first, publish the new channel after: nobody may use it
-        # before its topology and consumers are back.
         for topology in self._topologies:
             await _declare(channel, topology)
-        for key, consumer in self._consumers.items():
-            consumer.tag = await self._basic_consume(raw, key, consumer)
+        # The new generation starts before the first basic_consume: a delivery
+        # that arrives while the other consumers are re-issued must carry it,
+        # or it would be taken for a leftover of the old channel and skipped,
+        # and a later multiple=True ack would settle it unhandled.
         first = self.generation == 0
         self.generation += 1
         self._channel, self._raw = channel, raw
         channel.close_callbacks.add(self._on_channel_closed)
+        for key, consumer in self._consumers.items():
+            consumer.tag = await self._basic_consume(raw, key, consumer)
         if not first:
             log.info(
                 "%s channel restored (generation %d, %d consumer(s))",
@@ -145,8 +159,8 @@ class ManagedChannel:
             await self.raw()
         except MessagingError as exc:
             log.error("%s channel could not be restored: %s", self.purpose, exc)
-        except CONNECTION_LOST as exc:
-            # The connection dropped again; its reconnect will call us again.
+        except Exception as exc:  # a background task must not die silently
+            # The connection dropped (again); its reconnect will call us again.
             log.warning("%s channel restore interrupted: %r", self.purpose, exc)
 
     # -- topology ----------------------------------------------------------

@@ -25,7 +25,7 @@ from aiormq.exceptions import AMQPError
 
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig
-from messaging.errors import BrokerRefusedError, ClosedError, ConnectionFailedError, MessagingError
+from messaging.errors import BrokerRefusedError, ClosedError, ConnectionFailedError
 from messaging.transport.errors import translate_connect_error
 
 log = logging.getLogger("messaging.connection")
@@ -53,6 +53,7 @@ class SupervisedConnection:
         self.policy = policy
         self.purpose = purpose
         self._connection: AbstractConnection | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self._connected_at = 0.0
         self._reconnects = 0
         self._failed_retries = 0
@@ -67,7 +68,7 @@ class SupervisedConnection:
 
     @property
     def is_connected(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed
+        return _alive(self._connection)
 
     def health(self) -> ConnectionHealth:
         connected = self.is_connected
@@ -95,14 +96,14 @@ class SupervisedConnection:
         if self._closed:
             raise ClosedError(f"the {self.purpose} connection is closed")
         connection = self._connection
-        if connection is not None and not connection.is_closed:
+        if connection is not None and _alive(connection):
             return connection
         if self._reconnect_task is not None and not self._reconnect_task.done():
             return await self.wait_connected(timeout=None)
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
         async with self._connect_lock:
-            if self._connection is not None and not self._connection.is_closed:
+            if self._connection is not None and _alive(self._connection):
                 return self._connection
             return await self._connect_with_retries()
 
@@ -118,7 +119,7 @@ class SupervisedConnection:
             if self._closed:
                 raise ClosedError(f"the {self.purpose} connection is closed")
             connection = self._connection
-            if connection is not None and not connection.is_closed:
+            if connection is not None and _alive(connection):
                 return connection
             if self._reconnect_task is None or self._reconnect_task.done():
                 return await self.get()
@@ -178,7 +179,17 @@ class SupervisedConnection:
                 heartbeat=cfg.heartbeat,
                 client_properties={"connection_name": f"{cfg.connection_name}:{self.purpose}"},
             )
-        except (AMQPError, OSError, TimeoutError) as exc:
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled: not a connect failure
+            error = translate_connect_error(exc, cfg)
+            self._last_error = str(error)
+            raise error from exc
+        except _CONNECT_FAILURES as exc:
+            # aio-pika lets more than AMQP and socket errors out of a handshake
+            # the peer cuts short (StopAsyncIteration, RuntimeError, EOFError):
+            # all of them mean "could not connect", and are retried.
             error = translate_connect_error(exc, cfg)
             self._last_error = str(error)
             raise error from exc
@@ -203,8 +214,25 @@ class SupervisedConnection:
     # -- losing it -----------------------------------------------------------
 
     def _on_connection_closed(self, sender: Any, exc: BaseException | None = None) -> None:
-        if sender is not self._connection:
+        if sender is self._connection:
+            self.lost(exc)
+
+    def lost(self, exc: BaseException | None = None) -> None:
+        """The connection is dead: forget it and reconnect in the background.
+
+        Called from the close callback, and by users of the connection that
+        found it unusable first (aio-pika's ``is_closed`` turns True only on an
+        explicit ``close()``, so liveness is tracked here).
+        """
+        connection = self._connection
+        if connection is None:
             return
+        self._connection = None
+        # Release the dead connection's resources; aio-pika would otherwise
+        # leave its close() coroutine to the garbage collector.
+        closing = asyncio.get_running_loop().create_task(_close_quietly(connection))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
         if self._connected is not None:
             self._connected.clear()
         if self._closed:
@@ -222,7 +250,7 @@ class SupervisedConnection:
             delay = self.policy.delay(self._failed_retries)
             try:
                 await self._open()
-            except MessagingError as exc:
+            except Exception as exc:  # this loop must outlive any failure
                 self._failed_retries += 1
                 level = (
                     logging.ERROR
@@ -264,3 +292,24 @@ class SupervisedConnection:
         if connection is not None and not connection.is_closed:
             await connection.close()
             log.info("%s connection closed", self.purpose)
+
+
+_CONNECT_FAILURES: tuple[type[BaseException], ...] = (
+    AMQPError,
+    OSError,
+    TimeoutError,
+    EOFError,
+    StopAsyncIteration,
+    RuntimeError,
+)
+
+
+async def _close_quietly(connection: AbstractConnection) -> None:
+    with contextlib.suppress(Exception):
+        await connection.close()
+
+
+def _alive(connection: AbstractConnection | None) -> bool:
+    # ``connected`` is cleared when the broker or the network drops the
+    # connection; ``is_closed`` only after our own close().
+    return connection is not None and not connection.is_closed and connection.connected.is_set()

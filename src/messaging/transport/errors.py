@@ -27,6 +27,11 @@ _INEQUIVALENT = re.compile(
     r".*?received (?P<want>.+?) but current is (?P<have>.+?)\"?$"
 )
 
+
+class ConnectionLostError(ConnectionError):
+    """Internal: the connection under a channel turned out to be dead; retry after reconnect."""
+
+
 # The exceptions that mean "the connection or channel went away", as opposed
 # to "the broker refused this operation".
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
