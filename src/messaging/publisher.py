@@ -55,24 +55,28 @@ class EventPublisher:
         timeout: float | None = None,
     ) -> str:
         """Publish and wait for the broker's confirm; returns the ``message_id``."""
-        return self._portal.call(
-            self.aio.publish(
-                message,
-                routing_key,
-                correlation_id=correlation_id,
-                reply_to=reply_to,
-                headers=headers,
-                message_id=message_id,
-                persistent=persistent,
-                timeout=timeout,
-            )
+        outgoing = self.aio.prepare(
+            message,
+            routing_key,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            headers=headers,
+            message_id=message_id,
+            persistent=persistent,
+            timeout=timeout,
         )
+        return self._portal.call(self.aio.send(outgoing))
 
     def publish_nowait(
         self, message: ProtoMessage, routing_key: str, **kwargs: Any
     ) -> concurrent.futures.Future[str]:
-        """Start a publish and return at once; the future resolves on the confirm."""
-        return self._portal.submit(self.aio.publish(message, routing_key, **kwargs))
+        """Start a publish and return at once; the future resolves on the confirm.
+
+        Bad input raises here, as with :meth:`publish`; the future fails as
+        :meth:`publish` would raise for the broker's answer.
+        """
+        outgoing = self.aio.prepare(message, routing_key, **kwargs)
+        return self._portal.submit(self.aio.send(outgoing))
 
     def publish_with_reply(
         self,

@@ -176,6 +176,8 @@ class Consumer:
 
     async def start(self, on_delivery: DeliveryCallback) -> None:
         """Declare the topology (all or nothing) and start consuming."""
+        if self._republisher.closed:  # started again after close()
+            self._republisher = AsyncEventPublisher(self.pool, self.agent_name, self.exchange_name)
         await self.channel.declare(self.topology)
         self._consumer_key = await self.channel.consume(self.queue_name, on_delivery)
         log.info(

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,22 @@ _REFUSED = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A validated, encoded message, ready for :meth:`AsyncEventPublisher.send`."""
+
+    body: bytes
+    exchange: str
+    routing_key: str
+    properties: Basic.Properties
+    mandatory: bool
+    timeout: float
+
+    @property
+    def message_id(self) -> str:
+        return str(self.properties.message_id)
+
+
 class AsyncEventPublisher:
     """Publishes protobuf messages to a topic exchange and waits for the broker's confirm.
 
@@ -86,6 +103,10 @@ class AsyncEventPublisher:
         self._requester: AsyncRequester | None = None
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def channel(self) -> ManagedChannel:
         """The confirmed channel this publisher sends on."""
         return self._channel
@@ -107,7 +128,7 @@ class AsyncEventPublisher:
         elif not self._declared.done():
             await asyncio.shield(self._declared)
 
-    async def publish(
+    def prepare(
         self,
         message: ProtoMessage,
         routing_key: str,
@@ -119,11 +140,12 @@ class AsyncEventPublisher:
         persistent: bool = True,
         timeout: float | None = None,
         exchange: str | None = None,
-    ) -> str:
-        """Publish ``message`` and wait for the confirm. Returns its ``message_id``.
+    ) -> OutgoingMessage:
+        """Validate and encode a message for :meth:`send`; sends nothing.
 
-        ``exchange`` overrides the publisher's exchange for this message; ``""``
-        is the default exchange, which routes by queue name (replies use it).
+        Bad input raises here, before anything is sent. Pure CPU work that
+        touches no connection, so sync callers run it on their own thread and
+        keep it off the IO loop.
         """
         if self._closed:
             raise ClosedError(f"publisher {self.agent_name!r} is closed")
@@ -143,26 +165,72 @@ class AsyncEventPublisher:
             correlation_id = meta.correlation_id or None
         header_table = dict(headers) if headers else {}
         tracing.inject(header_table, routing_key)
-        properties = Basic.Properties(
-            content_type=CONTENT_TYPE,
-            delivery_mode=2 if persistent else 1,
-            message_id=message_id,
-            correlation_id=correlation_id,
-            reply_to=reply_to,
-            message_type=message.DESCRIPTOR.full_name,
-            app_id=self.agent_name,
-            timestamp=datetime.now(tz=UTC),
-            headers=header_table or None,
-        )
         target = self.exchange_name if exchange is None else exchange
-        # RabbitMQ before 4.0 returns a mandatory message sent to a direct
-        # reply-to address as NO_ROUTE although it delivered it
-        # (rabbitmq-server#6124): replies go without the unroutable check.
-        mandatory = not (target == "" and routing_key.startswith(DIRECT_REPLY_TO))
-        await self._send(
-            body, target, routing_key, properties, timeout or self.publish_timeout, mandatory
+        return OutgoingMessage(
+            body=body,
+            exchange=target,
+            routing_key=routing_key,
+            properties=Basic.Properties(
+                content_type=CONTENT_TYPE,
+                delivery_mode=2 if persistent else 1,
+                message_id=message_id,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                message_type=message.DESCRIPTOR.full_name,
+                app_id=self.agent_name,
+                timestamp=datetime.now(tz=UTC),
+                headers=header_table or None,
+            ),
+            # RabbitMQ before 4.0 returns a mandatory message sent to a direct
+            # reply-to address as NO_ROUTE although it delivered it
+            # (rabbitmq-server#6124): replies go without the unroutable check.
+            mandatory=not (target == "" and routing_key.startswith(DIRECT_REPLY_TO)),
+            timeout=timeout or self.publish_timeout,
         )
-        return message_id
+
+    async def send(self, outgoing: OutgoingMessage) -> str:
+        """Send a prepared message and wait for the confirm; returns its ``message_id``."""
+        await self._send(
+            outgoing.body,
+            outgoing.exchange,
+            outgoing.routing_key,
+            outgoing.properties,
+            outgoing.timeout,
+            outgoing.mandatory,
+        )
+        return outgoing.message_id
+
+    async def publish(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        *,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        persistent: bool = True,
+        timeout: float | None = None,
+        exchange: str | None = None,
+    ) -> str:
+        """Publish ``message`` and wait for the confirm. Returns its ``message_id``.
+
+        ``exchange`` overrides the publisher's exchange for this message; ``""``
+        is the default exchange, which routes by queue name (replies use it).
+        """
+        return await self.send(
+            self.prepare(
+                message,
+                routing_key,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                headers=headers,
+                message_id=message_id,
+                persistent=persistent,
+                timeout=timeout,
+                exchange=exchange,
+            )
+        )
 
     async def publish_with_reply(
         self,
