@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from aiormq.abc import DeliveredMessage
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging import health
@@ -31,6 +30,7 @@ from messaging.aio.consumer import (
 )
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
+from messaging.transport import Delivery
 
 log = logging.getLogger("messaging.subscriber")
 
@@ -172,7 +172,7 @@ class EventSubscriber(ABC):
                     wake=inbox.empty() or settler.pending >= batch,
                 )
 
-    async def _on_delivery(self, delivery: DeliveredMessage) -> None:
+    async def _on_delivery(self, delivery: Delivery) -> None:
         generation = self.consumer.generation
         frame: Any = delivery.delivery
         if frame.redelivered and self.consumer.max_redeliveries is not None:

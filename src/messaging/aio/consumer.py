@@ -18,9 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiormq.abc import DeliveredMessage
 from google.protobuf.message import Message as ProtoMessage
-from pamqp.commands import Basic
 
 from messaging import logcontext, tracing
 from messaging.aio.pool import AsyncConnectionPool
@@ -46,7 +44,7 @@ from messaging.metrics import ConsumerMetrics
 from messaging.routing import validate_binding_pattern
 from messaging.serialization import CONTENT_TYPE, deserialize
 from messaging.topology import dlx_name, retry_queue_name, subscriber_topology, validate_name
-from messaging.transport import ManagedChannel
+from messaging.transport import BrokerInspector, Delivery, ManagedChannel, Properties
 from messaging.transport.channels import DeliveryCallback
 
 log = logging.getLogger("messaging.subscriber")
@@ -55,10 +53,10 @@ DEFAULT_MAX_REDELIVERIES = 10
 
 MessageClassLookup = Callable[[str], "type[ProtoMessage] | None"]
 Handling = tuple[logcontext.Bound, Any, float]
-DeliveryHandler = Callable[[DeliveredMessage, int], Awaitable[None]]
+DeliveryHandler = Callable[[Delivery, int], Awaitable[None]]
 
 
-def routing_key_of(delivery: DeliveredMessage) -> str:
+def routing_key_of(delivery: Delivery) -> str:
     """The key the message was published with, also after a retry through a delay queue."""
     headers = delivery.header.properties.headers
     if headers:
@@ -68,7 +66,7 @@ def routing_key_of(delivery: DeliveredMessage) -> str:
     return delivery.delivery.routing_key or ""  # type: ignore[union-attr]
 
 
-def delivery_properties(delivery: DeliveredMessage) -> dict[str, Any]:
+def delivery_properties(delivery: Delivery) -> dict[str, Any]:
     """The properties dict handlers receive."""
     props = delivery.header.properties
     frame: Any = delivery.delivery
@@ -96,7 +94,7 @@ class Outcome:
     generation: int
     ok: bool
     requeue: bool = False
-    delivery: DeliveredMessage | None = None
+    delivery: Delivery | None = None
     error: BaseException | None = None
 
 
@@ -152,6 +150,7 @@ class Consumer:
         self.metrics = ConsumerMetrics(agent_name, self.queue_name)
         self._channel: ManagedChannel | None = None
         self._consumer_key: str | None = None
+        self._inspector: BrokerInspector | None = None
 
     @property
     def channel(self) -> ManagedChannel:
@@ -171,8 +170,15 @@ class Consumer:
         return self._consumer_key is not None and self.channel.is_consuming(self._consumer_key)
 
     async def broker_consumer_count(self) -> int:
-        """How many consumers the broker counts on our queue (not just our own flag)."""
-        return await self.channel.consumer_count(self.queue_name)
+        """How many consumers the broker counts on our queue (not just our own flag).
+
+        Asked on an inspection channel: if the queue was deleted, the broker's
+        404 closes that channel, not the one we consume on.
+        """
+        if self._inspector is None:
+            self._inspector = BrokerInspector(self.pool.consuming, f"inspect:{self.queue_name}")
+        info = await self._inspector.queue(self.queue_name)
+        return 0 if info is None else info.consumers
 
     async def start(self, on_delivery: DeliveryCallback) -> None:
         """Declare the topology (all or nothing) and start consuming."""
@@ -201,6 +207,9 @@ class Consumer:
         channel, self._channel = self._channel, None
         if channel is not None:
             await self.pool.consuming.release(channel)
+        inspector, self._inspector = self._inspector, None
+        if inspector is not None:
+            await inspector.close()
         await self._republisher.close()
 
     # -- per delivery (the hot path) ---------------------------------------
@@ -224,7 +233,7 @@ class Consumer:
         tracing.end_consume(span, error)
         logcontext.unbind(tokens)
 
-    def decode(self, delivery: DeliveredMessage) -> ProtoMessage:
+    def decode(self, delivery: Delivery) -> ProtoMessage:
         routing_key = routing_key_of(delivery)
         try:
             cls = self._message_class(routing_key)
@@ -250,7 +259,7 @@ class Consumer:
         else:
             channel.reject(outcome.delivery_tag, outcome.generation, requeue=outcome.requeue)
 
-    async def fail(self, delivery: DeliveredMessage, generation: int, exc: BaseException) -> None:
+    async def fail(self, delivery: Delivery, generation: int, exc: BaseException) -> None:
         """Retry ``delivery`` through a delay queue, or dead-letter it, saying why."""
         headers = _headers_of(delivery)
         attempts = _int(headers.get(ATTEMPTS)) + 1
@@ -272,7 +281,7 @@ class Consumer:
         self.log_failure(delivery, exc, attempts, retry)
         await self._move(delivery, generation, target, headers)
 
-    async def recount(self, delivery: DeliveredMessage, generation: int) -> None:
+    async def recount(self, delivery: Delivery, generation: int) -> None:
         """Count a redelivery, and dead-letter the message past ``max_redeliveries``.
 
         Classic queues do not count deliveries, so the count travels in the
@@ -298,7 +307,7 @@ class Consumer:
 
     async def _move(
         self,
-        delivery: DeliveredMessage,
+        delivery: Delivery,
         generation: int,
         target: tuple[str, str],
         headers: dict[str, Any],
@@ -334,7 +343,7 @@ class Consumer:
         self.channel.ack(tag, generation)
 
     def log_failure(
-        self, delivery: DeliveredMessage, exc: BaseException, attempts: int, retry: bool
+        self, delivery: Delivery, exc: BaseException, attempts: int, retry: bool
     ) -> None:
         props = delivery.header.properties
         kind = "undecodable message" if isinstance(exc, DecodeError) else "handler failed"
@@ -370,12 +379,12 @@ class Consumer:
         )
 
 
-def _log_ids(props: Basic.Properties) -> dict[str, str]:
+def _log_ids(props: Properties) -> dict[str, str]:
     """The message's ids for log records written outside its handler (on the IO loop)."""
     return {"correlation_id": props.correlation_id or "-", "message_id": props.message_id or "-"}
 
 
-def _headers_of(delivery: DeliveredMessage) -> dict[str, Any]:
+def _headers_of(delivery: Delivery) -> dict[str, Any]:
     headers = delivery.header.properties.headers
     return dict(headers) if headers else {}
 
@@ -384,9 +393,9 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
 
-def with_headers(props: Basic.Properties, headers: dict[str, Any]) -> Basic.Properties:
+def with_headers(props: Properties, headers: dict[str, Any]) -> Properties:
     """A copy of ``props`` with ``headers`` in place of its own."""
-    copy = Basic.Properties(**{name: getattr(props, name) for name in _PROPERTY_NAMES})
+    copy = Properties(**{name: getattr(props, name) for name in _PROPERTY_NAMES})
     copy.headers = headers
     return copy
 

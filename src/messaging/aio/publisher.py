@@ -11,15 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import aiormq.exceptions as amqp_errors
 from google.protobuf.message import Message as ProtoMessage
-from pamqp.commands import Basic
 
 from messaging import tracing
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.errors import (
     ClosedError,
     InvalidMessageError,
+    PublishError,
     PublishNackedError,
     PublishTimeoutError,
     UnroutableMessageError,
@@ -31,22 +30,12 @@ if TYPE_CHECKING:
 from messaging.routing import validate_routing_key
 from messaging.serialization import CONTENT_TYPE, serialize
 from messaging.topology import Topology, events_exchange, validate_name
-from messaging.transport import ManagedChannel
-from messaging.transport.errors import CONNECTION_LOST, translate_publish_error
+from messaging.transport import CONNECTION_LOST, ManagedChannel, Properties
 
 log = logging.getLogger("messaging.publisher")
 
 DEFAULT_EXCHANGE = "chimera.events"
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-
-# The broker refused this publish (and closed the channel for it): sending it
-# again would be refused again.
-_REFUSED = (
-    amqp_errors.ChannelNotFoundEntity,
-    amqp_errors.ChannelAccessRefused,
-    amqp_errors.ChannelPreconditionFailed,
-    amqp_errors.ChannelLockedResource,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +45,7 @@ class OutgoingMessage:
     body: bytes
     exchange: str
     routing_key: str
-    properties: Basic.Properties
+    properties: Properties
     mandatory: bool
     timeout: float
 
@@ -170,7 +159,7 @@ class AsyncEventPublisher:
             body=body,
             exchange=target,
             routing_key=routing_key,
-            properties=Basic.Properties(
+            properties=Properties(
                 content_type=CONTENT_TYPE,
                 delivery_mode=2 if persistent else 1,
                 message_id=message_id,
@@ -276,7 +265,7 @@ class AsyncEventPublisher:
         body: bytes,
         exchange: str,
         routing_key: str,
-        properties: Basic.Properties,
+        properties: Properties,
         timeout: float | None = None,
     ) -> None:
         """Publish an already encoded message as it is (retries, dead letters, replays)."""
@@ -291,7 +280,7 @@ class AsyncEventPublisher:
         body: bytes,
         exchange: str,
         routing_key: str,
-        properties: Basic.Properties,
+        properties: Properties,
         timeout: float,
         mandatory: bool,
     ) -> None:
@@ -321,7 +310,7 @@ class AsyncEventPublisher:
         body: bytes,
         exchange: str,
         routing_key: str,
-        properties: Basic.Properties,
+        properties: Properties,
         timeout: float,
         mandatory: bool,
     ) -> None:
@@ -338,22 +327,18 @@ class AsyncEventPublisher:
             attempt += 1
             try:
                 await self._ensure_exchange()
-                raw = await self._channel.raw(timeout=remaining)
-                await raw.basic_publish(
+                await self._channel.publish(
                     body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=properties,
+                    exchange,
+                    routing_key,
+                    properties,
                     mandatory=mandatory,
                     timeout=deadline - time.monotonic(),
                 )
                 return
             except TimeoutError:
                 continue  # the loop head raises PublishTimeoutError
-            except _REFUSED as exc:
-                raise translate_publish_error(exc, exchange, routing_key) from exc
-            except amqp_errors.DeliveryError as exc:
-                error = translate_publish_error(exc, exchange, routing_key)
+            except PublishError as error:
                 log.error(
                     "publish of %s to %s failed: %s [correlation_id=%s]",
                     properties.message_id,
@@ -361,7 +346,7 @@ class AsyncEventPublisher:
                     error,
                     properties.correlation_id,
                 )
-                raise error from exc
+                raise
             except CONNECTION_LOST as exc:
                 # In flight when the connection or channel went: no confirm
                 # will ever come for it, so send it again on the new channel.

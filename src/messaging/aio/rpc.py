@@ -15,12 +15,12 @@ import asyncio
 import logging
 import uuid
 
-from aiormq.abc import DeliveredMessage
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.publisher import DIRECT_REPLY_TO, AsyncEventPublisher
 from messaging.errors import ConnectionFailedError, DecodeError, RequestTimeoutError
 from messaging.serialization import deserialize, message_class_for
+from messaging.transport import Delivery
 
 log = logging.getLogger("messaging.rpc")
 
@@ -81,7 +81,7 @@ class AsyncRequester:
         finally:
             self._pending.pop(correlation_id, None)
 
-    async def _on_reply(self, delivery: DeliveredMessage) -> None:
+    async def _on_reply(self, delivery: Delivery) -> None:
         props = delivery.header.properties
         correlation_id = props.correlation_id or ""
         future = self._pending.get(correlation_id)

@@ -11,7 +11,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from aiormq.abc import DeliveredMessage
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging import health
@@ -23,6 +22,7 @@ from messaging.aio.consumer import (
 )
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE
+from messaging.transport import Delivery
 
 log = logging.getLogger("messaging.subscriber")
 
@@ -133,7 +133,7 @@ class AsyncEventSubscriber(ABC):
         if self._stopped is not None:
             self._stopped.set()
 
-    async def _on_delivery(self, delivery: DeliveredMessage) -> None:
+    async def _on_delivery(self, delivery: Delivery) -> None:
         # aiormq runs this as a task of its own per delivery.
         task = asyncio.current_task()
         if task is not None:
@@ -144,7 +144,7 @@ class AsyncEventSubscriber(ABC):
             if task is not None:
                 self._in_hand.discard(task)
 
-    async def _handle(self, delivery: DeliveredMessage) -> None:
+    async def _handle(self, delivery: Delivery) -> None:
         consumer = self.consumer
         generation = consumer.generation
         frame: Any = delivery.delivery

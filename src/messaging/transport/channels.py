@@ -22,19 +22,32 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiormq
+import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
 from messaging.errors import ClosedError, MessagingError
 from messaging.topology import Topology
+from messaging.transport.base import Properties
 from messaging.transport.connection import SupervisedConnection
 from messaging.transport.errors import (
     CONNECTION_LOST,
     ConnectionLostError,
+    translate_publish_error,
     translate_topology_error,
 )
 
 log = logging.getLogger("messaging.channel")
+
+# The broker refused the publish (returned, nacked, or closed the channel for
+# it): sending it again would be refused again.
+_REFUSED = (
+    amqp_errors.DeliveryError,
+    amqp_errors.ChannelNotFoundEntity,
+    amqp_errors.ChannelAccessRefused,
+    amqp_errors.ChannelPreconditionFailed,
+    amqp_errors.ChannelLockedResource,
+)
 
 # What aio-pika raises when asked for a channel on a connection that is dead.
 _UNUSABLE: tuple[type[BaseException], ...] = (RuntimeError, *CONNECTION_LOST)
@@ -224,11 +237,39 @@ class ManagedChannel:
         with contextlib.suppress(*CONNECTION_LOST):
             await raw.basic_cancel(consumer.tag)
 
-    async def consumer_count(self, queue: str) -> int:
-        """Consumers the broker itself counts on ``queue`` (a passive declare)."""
-        raw = await self.raw()
-        ok = await raw.queue_declare(queue, passive=True)
-        return int(ok.consumer_count or 0)
+    # -- publishing --------------------------------------------------------
+
+    async def publish(
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: Properties,
+        *,
+        mandatory: bool,
+        timeout: float,
+    ) -> None:
+        """One publish; with confirms on, returns once the broker confirmed it.
+
+        Raises :class:`~messaging.errors.UnroutableMessageError`,
+        :class:`~messaging.errors.PublishNackedError` or
+        :class:`~messaging.errors.PublishError` when the broker refuses it, and
+        lets ``TimeoutError`` and the :data:`CONNECTION_LOST` errors through:
+        those leave the outcome open, and the caller decides whether to send
+        again.
+        """
+        raw = await self.raw(timeout=timeout)
+        try:
+            await raw.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=mandatory,
+                timeout=timeout,
+            )
+        except _REFUSED as exc:
+            raise translate_publish_error(exc, exchange, routing_key) from exc
 
     # -- acknowledging -----------------------------------------------------
 

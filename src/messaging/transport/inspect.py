@@ -1,0 +1,93 @@
+"""Looking at the broker and tidying it: passive declares and deletes.
+
+A passive declare of something missing makes the broker close the channel it
+was sent on. The inspector therefore uses a managed channel of its own, which
+reopens on the next call, never a channel that consumes or publishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiormq.exceptions as amqp_errors
+
+from messaging.errors import ConnectionFailedError, MessagingError
+from messaging.transport.channels import ChannelManager, ManagedChannel
+from messaging.transport.errors import CONNECTION_LOST, translate_topology_error
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    name: str
+    messages: int
+    consumers: int
+
+
+class BrokerInspector:
+    def __init__(self, manager: ChannelManager, purpose: str = "inspect") -> None:
+        self._manager = manager
+        self._purpose = purpose
+        self._channel: ManagedChannel | None = None
+
+    def _probe(self) -> ManagedChannel:
+        if self._channel is None:
+            self._channel = self._manager.channel(self._purpose)
+        return self._channel
+
+    async def queue(self, name: str, timeout: float | None = None) -> QueueInfo | None:
+        """Depth and consumer count of ``name``, or None when it does not exist."""
+        raw = await self._probe().raw(timeout=timeout)
+        try:
+            ok = await raw.queue_declare(name, passive=True, timeout=timeout)
+        except amqp_errors.ChannelNotFoundEntity:
+            return None
+        except CONNECTION_LOST as exc:
+            raise _lost_or_refused(exc) from exc
+        return QueueInfo(name, int(ok.message_count or 0), int(ok.consumer_count or 0))
+
+    async def exchange_exists(self, name: str, timeout: float | None = None) -> bool:
+        if name == "":
+            return True  # the default exchange always exists and cannot be declared
+        raw = await self._probe().raw(timeout=timeout)
+        try:
+            await raw.exchange_declare(name, passive=True, timeout=timeout)
+        except amqp_errors.ChannelNotFoundEntity:
+            return False
+        except CONNECTION_LOST as exc:
+            raise _lost_or_refused(exc) from exc
+        return True
+
+    async def delete_queue(self, name: str) -> int:
+        """Delete ``name`` (a no-op when it is missing); returns the messages it held."""
+        raw = await self._probe().raw()
+        try:
+            ok = await raw.queue_delete(name)
+        except CONNECTION_LOST as exc:
+            raise _lost_or_refused(exc) from exc
+        return int(ok.message_count or 0)
+
+    async def delete_exchange(self, name: str) -> None:
+        raw = await self._probe().raw()
+        try:
+            await raw.exchange_delete(name)
+        except CONNECTION_LOST as exc:
+            raise _lost_or_refused(exc) from exc
+
+    async def purge_queue(self, name: str) -> int:
+        raw = await self._probe().raw()
+        try:
+            ok = await raw.queue_purge(name)
+        except CONNECTION_LOST as exc:
+            raise _lost_or_refused(exc) from exc
+        return int(ok.message_count or 0)
+
+    async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await self._manager.release(channel)
+
+
+def _lost_or_refused(exc: BaseException) -> MessagingError:
+    if isinstance(exc, amqp_errors.ChannelClosed):
+        return translate_topology_error(exc)
+    return ConnectionFailedError(f"lost the connection to the broker: {exc!r}")
