@@ -44,7 +44,7 @@ from messaging.connection import ConnectionPool
 from messaging.errors import ConfigurationError
 from messaging.metrics import DLQS, DepthProbe
 from messaging.topology import dlq_name
-from messaging.transport import ConnectionHealth, ManagedChannel
+from messaging.transport import BrokerInspector, ConnectionHealth
 
 log = logging.getLogger("messaging.health")
 
@@ -133,16 +133,15 @@ class LoopRunner:
 
 
 class BrokerProbe:
-    """Passive declares on a channel used for nothing else, run on the pool's loop."""
+    """The broker's own counts for a queue, asked on the pool's loop from any thread."""
 
     def __init__(self, pool: AsyncConnectionPool, runner: LoopRunner) -> None:
-        self._pool = pool
         self._runner = runner
-        self._channel: ManagedChannel | None = None
+        self._inspector = BrokerInspector(pool.consuming, "monitor:probe")
 
     def counts(self, queue: str) -> tuple[int, int]:
         """``(messages, consumers)`` of ``queue``; raises if it is missing or unreachable."""
-        return self._runner.call(self._declare(queue), PROBE_TIMEOUT + 0.5)
+        return self._runner.call(self._counts(queue), PROBE_TIMEOUT + 0.5)
 
     def message_count(self, queue: str) -> int:
         return self.counts(queue)[0]
@@ -150,25 +149,20 @@ class BrokerProbe:
     def consumer_count(self, queue: str) -> int:
         return self.counts(queue)[1]
 
-    async def _declare(self, queue: str) -> tuple[int, int]:
-        async def declare() -> tuple[int, int]:
-            if self._channel is None:
-                self._channel = self._pool.consuming.channel("monitor:probe")
-            raw = await self._channel.raw(timeout=PROBE_TIMEOUT)
-            ok = await raw.queue_declare(queue, passive=True)
-            return int(ok.message_count or 0), int(ok.consumer_count or 0)
-
-        return await asyncio.wait_for(declare(), PROBE_TIMEOUT)
+    async def _counts(self, queue: str) -> tuple[int, int]:
+        info = await asyncio.wait_for(self._inspector.queue(queue), PROBE_TIMEOUT)
+        if info is None:
+            raise LookupError(f"queue {queue!r} does not exist")
+        return info.messages, info.consumers
 
     def close(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is None or self._runner.loop.is_closed():
+        if self._runner.loop.is_closed():
             return
         if self._runner.on_loop_thread():
-            self._runner.loop.create_task(self._pool.consuming.release(channel))
+            self._runner.loop.create_task(self._inspector.close())
             return
         with contextlib.suppress(Exception):
-            self._runner.call(self._pool.consuming.release(channel))
+            self._runner.call(self._inspector.close())
 
 
 class HealthServer:

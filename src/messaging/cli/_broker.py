@@ -12,12 +12,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import aiormq.exceptions as amqp_errors
 import typer
-from pamqp.commands import Basic
 from rich.console import Console
 from rich.markup import escape
 
@@ -25,11 +22,12 @@ from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.config import RabbitMQConfig, load_config
 from messaging.errors import ConnectionFailedError, MessagingError, PublishTimeoutError
-from messaging.transport import ManagedChannel
-from messaging.transport.errors import (
+from messaging.transport import (
     CONNECTION_LOST,
-    translate_publish_error,
-    translate_topology_error,
+    BrokerInspector,
+    ManagedChannel,
+    Properties,
+    QueueInfo,
 )
 
 T = TypeVar("T")
@@ -92,13 +90,6 @@ def configure_logging(verbose: bool) -> None:
     )
 
 
-@dataclass(frozen=True)
-class QueueInfo:
-    name: str
-    messages: int
-    consumers: int
-
-
 class Broker:
     """One CLI command's connections; use :func:`open_broker`."""
 
@@ -108,9 +99,7 @@ class Broker:
         self.pool = AsyncConnectionPool(
             self.config, max_retries=2, initial_retry_delay=0.5, max_retry_delay=2.0
         )
-        # Passive declares of missing entities close their channel; a managed
-        # channel simply reopens on the next use.
-        self._probe = self.pool.consuming.channel("cli:probe")
+        self.inspector = BrokerInspector(self.pool.consuming, "cli:inspect")
 
     async def connect(self) -> None:
         await self.pool.consuming.connection.get()
@@ -125,35 +114,13 @@ class Broker:
 
     async def queue(self, name: str) -> QueueInfo | None:
         """Depth and consumers of ``name``, or None when it does not exist."""
-        raw = await self._probe.raw()
-        try:
-            ok = await raw.queue_declare(name, passive=True)
-        except amqp_errors.ChannelNotFoundEntity:
-            return None
-        except CONNECTION_LOST as exc:
-            raise _lost_or_refused(exc) from exc
-        return QueueInfo(name, int(ok.message_count or 0), int(ok.consumer_count or 0))
+        return await self.inspector.queue(name)
 
     async def exchange_exists(self, name: str) -> bool:
-        if name == "":
-            return True  # the default exchange always exists and cannot be declared
-        raw = await self._probe.raw()
-        try:
-            await raw.exchange_declare(name, passive=True)
-        except amqp_errors.ChannelNotFoundEntity:
-            return False
-        except CONNECTION_LOST as exc:
-            raise _lost_or_refused(exc) from exc
-        return True
+        return await self.inspector.exchange_exists(name)
 
     async def close(self) -> None:
         await self.pool.close()
-
-
-def _lost_or_refused(exc: BaseException) -> MessagingError:
-    if isinstance(exc, amqp_errors.ChannelClosed):
-        return translate_topology_error(exc)
-    return ConnectionFailedError(f"lost the connection to the broker: {exc!r}")
 
 
 @asynccontextmanager
@@ -172,7 +139,7 @@ async def publish_confirmed(
     *,
     exchange: str,
     routing_key: str,
-    properties: Basic.Properties,
+    properties: Properties,
     timeout: float,
 ) -> None:
     """Publish mandatory and wait for the confirm; raise a PublishError subclass otherwise.
@@ -181,26 +148,14 @@ async def publish_confirmed(
     as given, so a replayed dead letter keeps its ids, type and timestamp, and
     it never re-sends: a replay that cannot be confirmed stays in the DLQ.
     """
-    raw = await channel.raw(timeout=timeout)
     try:
-        await raw.basic_publish(
-            body,
-            exchange=exchange,
-            routing_key=routing_key,
-            properties=properties,
-            mandatory=True,
-            timeout=timeout,
+        await channel.publish(
+            body, exchange, routing_key, properties, mandatory=True, timeout=timeout
         )
     except TimeoutError as exc:
         raise PublishTimeoutError(
             f"no confirm for {properties.message_id} within {timeout:.1f}s"
         ) from exc
-    except (amqp_errors.DeliveryError, amqp_errors.ChannelClosed) as exc:
-        if isinstance(exc, amqp_errors.ChannelClosed) and not isinstance(
-            exc, amqp_errors.ChannelNotFoundEntity | amqp_errors.ChannelAccessRefused
-        ):
-            raise ConnectionFailedError(f"the publishing channel closed: {exc!r}") from exc
-        raise translate_publish_error(exc, exchange, routing_key) from exc
     except CONNECTION_LOST as exc:
         raise ConnectionFailedError(f"lost the connection while publishing: {exc!r}") from exc
 

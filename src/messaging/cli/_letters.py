@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
 from rich.console import Group, RenderableType
 from rich.json import JSON
 from rich.text import Text
 
 from messaging.serialization import deserialize, message_class_for, to_dict
+from messaging.transport import Delivery, Properties
 
 CHIMERA_PREFIX = "x-chimera-"
 ORIGINAL_EXCHANGE = "x-chimera-original-exchange"
@@ -66,7 +65,7 @@ def body_renderable(type_name: str | None, body: bytes) -> RenderableType:
     return Text(f"undecodable ({decoded.problem}): {hex_snippet(body)}", style="yellow")
 
 
-def headers_of(delivery: DeliveredMessage) -> dict[str, Any]:
+def headers_of(delivery: Delivery) -> dict[str, Any]:
     headers = delivery.header.properties.headers
     return dict(headers) if headers else {}
 
@@ -122,14 +121,14 @@ def original_target(headers: dict[str, Any], work_queue: str) -> tuple[str, str]
     return str(entry["exchange"]), str(keys[0])
 
 
-def replay_properties(props: Basic.Properties) -> Basic.Properties:
+def replay_properties(props: Properties) -> Properties:
     """The original properties, minus what the broker added when it dead-lettered."""
     headers = {
         k: v
         for k, v in (props.headers or {}).items()
         if not any(k.startswith(prefix) for prefix in _BROKER_DEATH_HEADERS)
     }
-    return Basic.Properties(
+    return Properties(
         content_type=props.content_type,
         content_encoding=props.content_encoding,
         headers=headers or None,
@@ -144,7 +143,7 @@ def replay_properties(props: Basic.Properties) -> Basic.Properties:
     )
 
 
-def describe(delivery: DeliveredMessage) -> RenderableType:
+def describe(delivery: Delivery) -> RenderableType:
     """A message in full: properties, decoded body, the broker's and the bus's why-headers."""
     props = delivery.header.properties
     frame: Any = delivery.delivery

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import typer
-from aiormq.abc import DeliveredMessage
 from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import Progress
@@ -32,7 +31,7 @@ from messaging.cli._broker import (
 from messaging.cli._letters import describe, headers_of, original_target, replay_properties, why
 from messaging.errors import ConnectionFailedError, PublishError, TopologyError
 from messaging.topology import dlq_name
-from messaging.transport import ManagedChannel
+from messaging.transport import Delivery, ManagedChannel
 
 app = typer.Typer(
     help="Dead letters in <queue>.dlq: list, show, replay, purge. QUEUE is the work queue "
@@ -58,13 +57,13 @@ async def require(broker: Broker, dlq: str) -> QueueInfo:
     return info
 
 
-async def peek(queue: str, limit: int) -> tuple[QueueInfo, list[DeliveredMessage]]:
+async def peek(queue: str, limit: int) -> tuple[QueueInfo, list[Delivery]]:
     """Up to ``limit`` dead letters, read and all put back."""
     _, dlq = resolve(queue)
     async with open_broker() as broker:
         info = await require(broker, dlq)
         raw = await broker.reader("dlq-read").raw()
-        letters: list[DeliveredMessage] = []
+        letters: list[Delivery] = []
         try:
             # Bounded by the depth read first: nothing read is requeued before the end,
             # so this cannot loop, and messages arriving meanwhile are left alone.
@@ -161,7 +160,7 @@ async def replay_letters(
 
 
 async def replay_one(
-    publisher: ManagedChannel, letter: DeliveredMessage, work: str, to_queue: bool, timeout: float
+    publisher: ManagedChannel, letter: Delivery, work: str, to_queue: bool, timeout: float
 ) -> str | None:
     """Publish one dead letter again; None once confirmed, else why not."""
     if to_queue:
@@ -241,9 +240,7 @@ async def purge_queue(queue: str) -> int:
     _, dlq = resolve(queue)
     async with open_broker() as broker:
         await require(broker, dlq)
-        raw = await broker.reader("dlq-purge").raw()
-        ok = await raw.queue_purge(dlq)
-        return int(ok.message_count or 0)
+        return await broker.inspector.purge_queue(dlq)
 
 
 @app.command()

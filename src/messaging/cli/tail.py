@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
-from aiormq.abc import DeliveredMessage
 from rich.console import Console
 from rich.markup import escape
 
@@ -17,6 +16,7 @@ from messaging.cli._broker import DEFAULT_EXCHANGE, ExchangeOption, console, ope
 from messaging.cli._letters import body_renderable
 from messaging.errors import TopologyError
 from messaging.routing import validate_binding_pattern
+from messaging.transport import Delivery
 
 HELP = """\
 Print live messages whose routing key matches PATTERN, decoded.
@@ -53,9 +53,9 @@ async def watch(
         declared = await raw.queue_declare("", exclusive=True, auto_delete=True)
         queue = str(declared.queue)
         await raw.queue_bind(queue, exchange, routing_key=pattern)
-        inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+        inbox: asyncio.Queue[Delivery] = asyncio.Queue()
 
-        async def on_delivery(delivery: DeliveredMessage) -> None:
+        async def on_delivery(delivery: Delivery) -> None:
             inbox.put_nowait(delivery)
 
         await channel.consume(queue, on_delivery, exclusive=True, no_ack=True)
@@ -76,7 +76,7 @@ async def watch(
             show(out, delivery)
 
 
-def show(out: Console, delivery: DeliveredMessage) -> None:
+def show(out: Console, delivery: Delivery) -> None:
     props = delivery.header.properties
     frame: Any = delivery.delivery
     stamp = time.strftime("%H:%M:%S")

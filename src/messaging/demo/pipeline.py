@@ -21,16 +21,18 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-
-import aio_pika
-import aiormq
+from typing import TypeVar
 
 from messaging import ConnectionPool, MessagingError, RabbitMQConfig, load_config
+from messaging.aio import AsyncConnectionPool
 from messaging.demo.agents import AnalysisAgent, DataAgent, DemoAgent, QueryAgent, demo_queue_name
 from messaging.demo.client import DEFAULT_QUESTIONS, Answer, AskClient, Printer
 from messaging.topology import dlq_name, dlx_name
+from messaging.transport import BrokerInspector
+
+T = TypeVar("T")
 
 __all__ = ["AGENTS", "AgentProcesses", "delete_demo_topology", "run_demo"]
 
@@ -124,8 +126,7 @@ class AgentProcesses:
             if all(counts.get(queue, 0) > 0 for queue in self.queues):
                 self.out(
                     "demo",
-                    f"all {len(self.queues)} agents consuming "
-                    f"({time.monotonic() - started:.1f}s)",
+                    f"all {len(self.queues)} agents consuming ({time.monotonic() - started:.1f}s)",
                 )
                 return
             if time.monotonic() > deadline:
@@ -197,7 +198,7 @@ def run_demo(questions: list[str] | None = None, *, exchange: str | None = None)
 def _cleanup(rabbitmq: RabbitMQConfig, exchange: str, queues: list[str], out: Printer) -> None:
     try:
         deleted = delete_demo_topology(rabbitmq, exchange, queues)
-    except (OSError, aiormq.exceptions.AMQPError) as exc:
+    except MessagingError as exc:
         out("demo", f"could not delete {exchange} and its queues: {exc}")
     else:
         out("demo", f"deleted {', '.join(deleted)}")
@@ -223,22 +224,15 @@ def _report(
 def consumer_counts(rabbitmq: RabbitMQConfig, queues: Iterable[str]) -> dict[str, int]:
     """How many consumers the broker counts on each queue that exists."""
 
-    async def count() -> dict[str, int]:
+    async def count(inspector: BrokerInspector) -> dict[str, int]:
         counts: dict[str, int] = {}
-        connection = await aio_pika.connect(rabbitmq.url(), timeout=rabbitmq.connect_timeout)
-        async with connection:
-            for queue in queues:
-                channel = await connection.channel()  # a 404 closes the channel
-                try:
-                    declared = await channel.declare_queue(queue, passive=True)
-                except aiormq.exceptions.ChannelNotFoundEntity:
-                    continue
-                result = declared.declaration_result
-                counts[queue] = result.consumer_count or 0
-                await channel.close()
+        for queue in queues:
+            info = await inspector.queue(queue)
+            if info is not None:
+                counts[queue] = info.consumers
         return counts
 
-    return asyncio.run(count())
+    return asyncio.run(_inspect(rabbitmq, count))
 
 
 def delete_demo_topology(
@@ -247,14 +241,21 @@ def delete_demo_topology(
     """Delete the agents' queues with their DLQs, and the exchange with its DLX."""
     names = [name for queue in queues for name in (queue, dlq_name(queue))]
 
-    async def delete() -> None:
-        connection = await aio_pika.connect(rabbitmq.url(), timeout=rabbitmq.connect_timeout)
-        async with connection:
-            channel = await connection.channel()
-            for queue in names:
-                await channel.queue_delete(queue)
-            for name in (exchange, dlx_name(exchange)):
-                await channel.exchange_delete(name)
+    async def delete(inspector: BrokerInspector) -> None:
+        for queue in names:
+            await inspector.delete_queue(queue)
+        for name in (exchange, dlx_name(exchange)):
+            await inspector.delete_exchange(name)
 
-    asyncio.run(delete())
+    asyncio.run(_inspect(rabbitmq, delete))
     return [*names, exchange, dlx_name(exchange)]
+
+
+async def _inspect(rabbitmq: RabbitMQConfig, work: Callable[[BrokerInspector], Awaitable[T]]) -> T:
+    pool = AsyncConnectionPool(
+        rabbitmq.model_copy(update={"connection_name": "chimera-demo"}), max_retries=2
+    )
+    try:
+        return await work(BrokerInspector(pool.consuming, "demo:inspect"))
+    finally:
+        await pool.close()
