@@ -10,6 +10,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
 from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore
+from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
 from messaging.context import Context, ContextStore
@@ -41,6 +42,9 @@ class BaseAgent(EventSubscriber):
         *,
         context_store: ContextStore | None = None,
         context_ttl: float = DEFAULT_CONTEXT_TTL,
+        retry_delays: Sequence[float] = (),
+        permanent_errors: tuple[type[BaseException], ...] = (),
+        max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
     ) -> None:
         self.agent = AgentCore(
             connection_pool.aio,
@@ -57,6 +61,9 @@ class BaseAgent(EventSubscriber):
             queue_name=queue_name,
             routing_keys=routing_keys,
             prefetch_count=prefetch_count,
+            retry_delays=retry_delays,
+            permanent_errors=permanent_errors,
+            max_redeliveries=max_redeliveries,
         )
         self._portal = Portal.get()
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
+from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.aio.subscriber import AsyncEventSubscriber
@@ -141,6 +142,9 @@ class AsyncBaseAgent(AsyncEventSubscriber):
         *,
         context_store: ContextStore | None = None,
         context_ttl: float = DEFAULT_CONTEXT_TTL,
+        retry_delays: Sequence[float] = (),
+        permanent_errors: tuple[type[BaseException], ...] = (),
+        max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
     ) -> None:
         self.agent = AgentCore(
             connection_pool,
@@ -151,7 +155,15 @@ class AsyncBaseAgent(AsyncEventSubscriber):
             context_ttl,
         )
         super().__init__(
-            connection_pool, agent_name, exchange_name, queue_name, routing_keys, prefetch_count
+            connection_pool,
+            agent_name,
+            exchange_name,
+            queue_name,
+            routing_keys,
+            prefetch_count,
+            retry_delays=retry_delays,
+            permanent_errors=permanent_errors,
+            max_redeliveries=max_redeliveries,
         )
 
     @abstractmethod
