@@ -173,7 +173,9 @@ class EventSubscriber(ABC):
                 )
 
     async def _on_delivery(self, delivery: Delivery) -> None:
-        generation = self.consumer.generation
+        generation = self.consumer.channel.generation_of(delivery)
+        if generation < 0:
+            return  # its channel is gone; the broker has requeued it
         frame: Any = delivery.delivery
         if frame.redelivered and self.consumer.max_redeliveries is not None:
             self._settler.track(self.consumer.recount(delivery, generation))

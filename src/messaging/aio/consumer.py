@@ -494,3 +494,66 @@ class Settler:
         if self._failing:
             await asyncio.wait(set(self._failing))
         await asyncio.sleep(0)  # let the ack frames reach the write queue
+
+
+class AckWindow:
+    """The async subscriber's acks, coalesced into ``multiple=True`` acks once per loop turn.
+
+    Handlers run concurrently and finish in any order, so an ack with
+    ``multiple=True`` may only cover a run of tags, from the oldest one not
+    yet settled, that all ended well. A tag still in hand, failed and being
+    moved, or whose handler was cancelled stays open and stops the run; the
+    successes after it are acked one by one in the same turn, so no ack waits
+    on a slow handler. Open tags are never covered: only :meth:`forget`
+    removes one, and only once it was settled some other way.
+    """
+
+    def __init__(self, consumer: Consumer, loop: asyncio.AbstractEventLoop) -> None:
+        self._consumer = consumer
+        self._loop = loop
+        self._generation = -1
+        # delivery tag -> handled ok; in delivery (= tag) order
+        self._open: dict[int, bool] = {}
+        self._scheduled = False
+
+    def delivered(self, tag: int, generation: int) -> None:
+        if generation != self._generation:
+            # A new channel: the old one's tags were requeued by the broker.
+            self._open.clear()
+            self._generation = generation
+        self._open[tag] = False
+
+    def done(self, tag: int, generation: int) -> None:
+        """The handler of ``tag`` returned: ack it (in this loop turn)."""
+        if generation != self._generation or tag not in self._open:
+            return  # its channel is gone; the broker has requeued it
+        self._open[tag] = True
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def forget(self, tag: int, generation: int) -> None:
+        """``tag`` was acked or rejected on its own (moved, dead-lettered)."""
+        if generation == self._generation:
+            self._open.pop(tag, None)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        open_ = self._open
+        if not open_:
+            return
+        channel = self._consumer.channel
+        generation = self._generation
+        run_end: int | None = None
+        for tag, ok in open_.items():
+            if not ok:
+                break
+            run_end = tag
+        if run_end is not None:
+            for tag in [t for t in open_ if t <= run_end]:
+                del open_[tag]
+            channel.ack(run_end, generation, multiple=True)
+        stragglers = [tag for tag, ok in open_.items() if ok]
+        for tag in stragglers:
+            del open_[tag]
+            channel.ack(tag, generation)

@@ -16,8 +16,8 @@ from google.protobuf.message import Message as ProtoMessage
 from messaging import health
 from messaging.aio.consumer import (
     DEFAULT_MAX_REDELIVERIES,
+    AckWindow,
     Consumer,
-    Outcome,
     delivery_properties,
 )
 from messaging.aio.pool import AsyncConnectionPool
@@ -66,6 +66,7 @@ class AsyncEventSubscriber(ABC):
         )
         self._in_hand: set[asyncio.Task[Any]] = set()
         self._stopped: asyncio.Event | None = None
+        self._acks: AckWindow | None = None
 
     @property
     def exchange_name(self) -> str:
@@ -94,6 +95,7 @@ class AsyncEventSubscriber(ABC):
     async def start(self) -> None:
         """Declare the queue and its dead-lettering, then start consuming; returns at once."""
         self._stopped = asyncio.Event()
+        self._acks = AckWindow(self.consumer, asyncio.get_running_loop())
         await self.consumer.start(self._on_delivery)
         server = health.serve_from_config(self.connection_pool)  # MONITORING__HTTP_PORT
         if server is not None:
@@ -129,6 +131,8 @@ class AsyncEventSubscriber(ABC):
                     len(late),
                     timeout,
                 )
+        if self._acks is not None:
+            self._acks.flush()
         await self.consumer.close()
         if self._stopped is not None:
             self._stopped.set()
@@ -146,10 +150,17 @@ class AsyncEventSubscriber(ABC):
 
     async def _handle(self, delivery: Delivery) -> None:
         consumer = self.consumer
-        generation = consumer.generation
+        generation = consumer.channel.generation_of(delivery)
+        if generation < 0:
+            return  # its channel is gone; the broker has requeued it
         frame: Any = delivery.delivery
+        tag: int = frame.delivery_tag
+        acks = self._acks
+        assert acks is not None
+        acks.delivered(tag, generation)
         if frame.redelivered and consumer.max_redeliveries is not None:
             await consumer.recount(delivery, generation)
+            acks.forget(tag, generation)
             return
         properties = delivery_properties(delivery)
         handling = consumer.started(properties)
@@ -158,6 +169,7 @@ class AsyncEventSubscriber(ABC):
         except Exception as exc:
             consumer.finished(handling, exc)
             await consumer.fail(delivery, generation, exc)
+            acks.forget(tag, generation)
         else:
             consumer.finished(handling, None)
-            consumer.settle(Outcome(frame.delivery_tag, generation, ok=True))
+            acks.done(tag, generation)

@@ -28,7 +28,7 @@ from aiormq.abc import DeliveredMessage
 
 from messaging.errors import ClosedError, MessagingError
 from messaging.topology import Topology
-from messaging.transport.base import Properties
+from messaging.transport.base import Delivery, Properties
 from messaging.transport.connection import SupervisedConnection
 from messaging.transport.errors import (
     CONNECTION_LOST,
@@ -213,6 +213,14 @@ class ManagedChannel:
             consumer_tag=key,
         )
         return str(ok.consumer_tag)
+
+    def generation_of(self, delivery: Delivery) -> int:
+        """The generation of the channel ``delivery`` came on; -1 if that channel is gone.
+
+        Read from the delivery itself, not from "now": a delivery handed over
+        just before a reopen must never be taken for one of the new channel.
+        """
+        return self.generation if delivery.channel is self._raw else -1
 
     def is_consuming(self, key: str) -> bool:
         """True while the consumer is attached to an open channel.
