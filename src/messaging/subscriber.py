@@ -21,13 +21,8 @@ from google.protobuf.message import Message as ProtoMessage
 
 from messaging import health
 from messaging._portal import Portal
-from messaging.aio.consumer import (
-    DEFAULT_MAX_REDELIVERIES,
-    Consumer,
-    Outcome,
-    Settler,
-    delivery_properties,
-)
+from messaging.aio.acks import Outcome, Settler
+from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
 from messaging.transport import Delivery

@@ -14,12 +14,8 @@ from typing import Any
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging import health
-from messaging.aio.consumer import (
-    DEFAULT_MAX_REDELIVERIES,
-    AckWindow,
-    Consumer,
-    delivery_properties,
-)
+from messaging.aio.acks import AckWindow
+from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.transport import Delivery
