@@ -283,18 +283,6 @@ def test_a_60s_outage_bounds_every_publish_and_loses_nothing_confirmed(
     assert result.confirmed >= 60
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug: messaging/aio/publisher.py AsyncEventPublisher._send_until_confirmed: "
-        "once the retry policy is spent, ManagedChannel.raw() -> wait_connected() raises "
-        "ConnectionFailedError at once; it is a ConnectionError, so the CONNECTION_LOST "
-        "handler takes it for an interrupted send, logs a WARNING and loops after "
-        "asyncio.sleep(0): a hot spin on the IO loop (about 50,000 warnings a second here) "
-        "until publish_timeout, then PublishTimeoutError. It should raise the "
-        "ConnectionFailedError at once (nothing was sent)."
-    ),
-)
 def test_publish_fails_fast_once_the_retry_policy_is_spent(
     rig: Harness, tcp_proxy: TcpProxy, caplog: pytest.LogCaptureFixture
 ) -> None:

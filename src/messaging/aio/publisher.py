@@ -18,6 +18,7 @@ from messaging.aio.pool import AsyncConnectionPool
 from messaging.errors import (
     ClosedError,
     InvalidMessageError,
+    MessagingError,
     PublishError,
     PublishNackedError,
     PublishTimeoutError,
@@ -347,6 +348,10 @@ class AsyncEventPublisher:
                     properties.correlation_id,
                 )
                 raise
+            except MessagingError:
+                # No channel to send on (the retry policy is spent, or we were
+                # closed): nothing went out, so this is a plain failure.
+                raise
             except CONNECTION_LOST as exc:
                 # In flight when the connection or channel went: no confirm
                 # will ever come for it, so send it again on the new channel.
@@ -359,7 +364,9 @@ class AsyncEventPublisher:
                     attempt + 1,
                     properties.correlation_id,
                 )
-                await asyncio.sleep(0)
+                # A short, growing pause: the reconnect needs the loop, and a
+                # channel that fails at once must not turn this into a spin.
+                await asyncio.sleep(min(0.01 * attempt, 0.5))
 
     async def close(self) -> None:
         if self._closed:
