@@ -115,7 +115,17 @@ class ManagedChannel:
                 await self.connection.get()
             else:
                 await self.connection.wait_connected(timeout)
-            await self._open()
+            try:
+                # Opening is a few RPCs; on a connection that died half-way
+                # they might wait for ever while holding this lock (and with
+                # it every publish and the reconnect's restore).
+                async with asyncio.timeout(self.connection.config.connect_timeout):
+                    await self._open()
+            except TimeoutError as exc:
+                self.connection.lost(exc)
+                raise ConnectionLostError(
+                    f"opening the {self.purpose} channel timed out; reconnecting"
+                ) from exc
         assert self._raw is not None
         return self._raw
 

@@ -310,6 +310,12 @@ async def _close_quietly(connection: AbstractConnection) -> None:
 
 
 def _alive(connection: AbstractConnection | None) -> bool:
-    # ``connected`` is cleared when the broker or the network drops the
-    # connection; ``is_closed`` only after our own close().
-    return connection is not None and not connection.is_closed and connection.connected.is_set()
+    # aio-pika's ``is_closed`` turns True only after our own close(), and its
+    # ``connected`` event is cleared by a callback that can run after channels
+    # already failed; the protocol connection underneath knows first (its
+    # reader and writer tasks stop the moment the socket does).
+    if connection is None or connection.is_closed or not connection.connected.is_set():
+        return False
+    transport: Any = getattr(connection, "transport", None)
+    inner: Any = getattr(transport, "connection", None)
+    return inner is None or bool(inner.is_opened)
