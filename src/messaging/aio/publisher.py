@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging import tracing
+from messaging.aio.once import Once
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.errors import (
     ClosedError,
@@ -88,7 +89,7 @@ class AsyncEventPublisher:
         )
         self._channel = connection_pool.publishing.channel(f"publish:{agent_name}", confirms=True)
         self.metrics = PublisherMetrics(agent_name, exchange_name)
-        self._declared: asyncio.Future[None] | None = None
+        self._ensure_exchange = Once(self._declare_exchange)
         self._closed = False
         self._requester: AsyncRequester | None = None
 
@@ -101,22 +102,9 @@ class AsyncEventPublisher:
         """The confirmed channel this publisher sends on."""
         return self._channel
 
-    async def _ensure_exchange(self) -> None:
-        # Declared once; the managed channel re-declares it after a reconnect.
-        if self._declared is None:
-            self._declared = asyncio.get_running_loop().create_future()
-            try:
-                await self._channel.declare(
-                    Topology(exchanges=(events_exchange(self.exchange_name),))
-                )
-            except BaseException as exc:
-                self._declared.set_exception(exc)
-                self._declared.exception()  # mark retrieved
-                self._declared = None
-                raise
-            self._declared.set_result(None)
-        elif not self._declared.done():
-            await asyncio.shield(self._declared)
+    async def _declare_exchange(self) -> None:
+        # Once; the managed channel re-declares it after a reconnect.
+        await self._channel.declare(Topology(exchanges=(events_exchange(self.exchange_name),)))
 
     def prepare(
         self,

@@ -17,6 +17,7 @@ import uuid
 
 from google.protobuf.message import Message as ProtoMessage
 
+from messaging.aio.once import Once
 from messaging.aio.publisher import DIRECT_REPLY_TO, AsyncEventPublisher
 from messaging.errors import ConnectionFailedError, DecodeError, RequestTimeoutError
 from messaging.serialization import deserialize, message_class_for
@@ -29,24 +30,13 @@ class AsyncRequester:
     def __init__(self, publisher: AsyncEventPublisher) -> None:
         self.publisher = publisher
         self._pending: dict[str, asyncio.Future[ProtoMessage]] = {}
-        self._consuming: asyncio.Future[None] | None = None
+        self._ensure_consuming = Once(self._consume_replies)
         publisher.channel.on_reopen(self._on_reopen)
 
-    async def _ensure_consuming(self) -> None:
+    async def _consume_replies(self) -> None:
         # Direct reply-to needs its consumer (no-ack) on the publishing channel
         # before the first request; the managed channel re-issues it on reopen.
-        if self._consuming is None:
-            self._consuming = asyncio.get_running_loop().create_future()
-            try:
-                await self.publisher.channel.consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
-            except BaseException as exc:
-                self._consuming.set_exception(exc)
-                self._consuming.exception()
-                self._consuming = None
-                raise
-            self._consuming.set_result(None)
-        elif not self._consuming.done():
-            await asyncio.shield(self._consuming)
+        await self.publisher.channel.consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
 
     async def request(
         self,
