@@ -15,6 +15,7 @@ from messaging import (
     ConnectionPool,
     EventPublisher,
     InvalidMessageError,
+    PublishError,
     TopologyMismatchError,
     UnroutableMessageError,
     VirtualHostError,
@@ -234,3 +235,40 @@ def test_existing_queue_with_other_arguments_is_a_clear_error(
     # Nothing half-declared: the exchange this attempt created is gone again.
     with pytest.raises(Exception, match="NOT_FOUND"):
         raw.channel.exchange_declare(exchange, passive=True)
+
+
+def test_a_channel_the_broker_closed_is_replaced_with_its_topology(
+    pool: ConnectionPool, names: Names, raw: RawBroker
+) -> None:
+    """A channel error (here: the exchange deleted behind the publisher's back) costs
+    that one publish, with a clear error; the next publish goes out on a new channel
+    that re-declared the exchange."""
+    exchange, queue = names.exchange, names.queue()
+    publisher = EventPublisher(pool, "p", exchange)
+    try:
+        with pytest.raises(UnroutableMessageError):
+            publisher.publish(query("declares the exchange"), "k")
+        raw.channel.exchange_delete(exchange)
+        with pytest.raises(PublishError, match="does not exist"):
+            publisher.publish(query("hits the 404"), "k")
+        raw.channel.queue_declare(queue, durable=True)
+        raw.channel.queue_bind(queue, exchange, "k")  # only works if it was re-declared
+        publisher.publish(query("after"), "k")
+        wait_for(lambda: raw.depth(queue) == 1, what="the message on the new channel")
+    finally:
+        publisher.close()
+
+
+def test_a_subscriber_knows_when_its_consumer_is_gone(
+    pool: ConnectionPool, names: Names, raw: RawBroker
+) -> None:
+    exchange, queue = names.exchange, names.queue()
+    sub = Recorder(pool, exchange=exchange, queue=queue, routing_keys=["k"])
+    sub.run_in_thread()
+    try:
+        assert sub.broker_consumer_count() == 1
+        raw.channel.queue_delete(queue)  # the broker cancels the consumer
+        wait_for(lambda: not sub.is_consuming, what="the subscriber to notice")
+        assert sub.broker_consumer_count() == 0
+    finally:
+        sub.stop_and_join()
