@@ -3,7 +3,7 @@
 Deliveries arrive on the IO thread, which only queues them; the thread that
 called :meth:`EventSubscriber.start_consuming` decodes them and runs the
 handler, one at a time in delivery order, and hands each outcome back to the
-IO thread through a :class:`~messaging.aio.consumer.Settler`.
+IO thread through a :class:`~messaging.aio.acks.Settler`.
 """
 
 from __future__ import annotations
