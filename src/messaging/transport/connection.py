@@ -96,8 +96,12 @@ class SupervisedConnection:
         if self._closed:
             raise ClosedError(f"the {self.purpose} connection is closed")
         connection = self._connection
-        if connection is not None and _alive(connection):
-            return connection
+        if connection is not None:
+            if _alive(connection):
+                return connection
+            # Dead before its close callback said so: reconnect the usual way,
+            # so that the listeners restore every channel on it.
+            self.lost(ConnectionError("the connection was found dead"))
         if self._reconnect_task is not None and not self._reconnect_task.done():
             return await self.wait_connected(timeout=None)
         if self._connect_lock is None:
@@ -119,8 +123,10 @@ class SupervisedConnection:
             if self._closed:
                 raise ClosedError(f"the {self.purpose} connection is closed")
             connection = self._connection
-            if connection is not None and _alive(connection):
-                return connection
+            if connection is not None:
+                if _alive(connection):
+                    return connection
+                self.lost(ConnectionError("the connection was found dead"))
             if self._reconnect_task is None or self._reconnect_task.done():
                 return await self.get()
             if self._failed_retries > self.policy.max_retries:
