@@ -25,7 +25,7 @@ from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging import BaseAgent, ConnectionPool, UnroutableMessageError, create_metadata
+from messaging import BaseAgent, ConnectionPool, create_metadata
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.demo import prices
 from messaging.generated import messages_pb2 as pb
@@ -326,19 +326,9 @@ class QueryAgent(DemoAgent):
             answer=answer,
             error=error,
         )
-        reply_to: str | None = context.get("reply_to")
-        if reply_to is None:
-            self.publish_response(response, "query.response", correlation_id)
-        else:
-            # The message in hand is the analysis (or data) response, not the
-            # question, so publish_response cannot see the asker's reply_to:
-            # answer there ourselves, on the default exchange.
-            try:
-                self.publish(response, reply_to, correlation_id=correlation_id, exchange="")
-            except UnroutableMessageError:
-                # The asker's reply-to pseudo-queue is gone: it stopped waiting.
-                log.warning(
-                    "query: nobody waits at %s [correlation_id=%s]", reply_to, correlation_id
-                )
-                return
+        # The message in hand is the analysis (or data) response, not the
+        # question, so the asker's reply_to comes from the workflow context.
+        self.publish_response(
+            response, "query.response", correlation_id, reply_to=context.get("reply_to")
+        )
         log.info("query: answered %r [correlation_id=%s]", answer, correlation_id)

@@ -16,9 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import Message as ProtoMessage
-
-from messaging import BaseAgent, ConnectionPool, MessagingError, create_metadata, load_config
+from messaging import (
+    ConnectionPool,
+    EventPublisher,
+    MessagingError,
+    create_metadata,
+    load_config,
+)
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.generated import messages_pb2 as pb
 
@@ -59,21 +63,16 @@ class Printer:
             self._write(f"{source:<14} | {text}")
 
 
-class AskClient(BaseAgent):
-    """Asks the query agent with ``request()``; it consumes no queue of its own."""
+class AskClient:
+    """Asks the query agent with ``request()`` (direct reply-to); it consumes no queue."""
+
+    agent_name = "ask_client"
 
     def __init__(self, connection_pool: ConnectionPool, exchange_name: str = DEFAULT_EXCHANGE):
-        # BaseAgent needs routing keys, but this agent never calls
-        # start_consuming, so nothing is declared or bound for them.
-        super().__init__(connection_pool, "ask_client", ["query.response"], exchange_name)
+        self._publisher = EventPublisher(connection_pool, self.agent_name, exchange_name)
 
-    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
-        return {"query.response": pb.QueryResponse}
-
-    def route_message(
-        self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
-    ) -> None:
-        raise NotImplementedError("AskClient only sends requests; it does not consume")
+    def close(self) -> None:
+        self._publisher.close()
 
     def ask(
         self, question: str, timeout: float = 30.0, out: Printer | None = None
@@ -84,7 +83,7 @@ class AskClient(BaseAgent):
         if out is not None:
             out("client", f"asking {question!r} [correlation_id={correlation_id}]")
         try:
-            response = self.request(request, "query.request", timeout=timeout)
+            response = self._publisher.request(request, "query.request", timeout=timeout)
         except MessagingError as exc:
             if out is not None:
                 out("client", f"no answer: {exc} [correlation_id={correlation_id}]")
