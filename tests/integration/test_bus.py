@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -259,16 +260,28 @@ def test_a_channel_the_broker_closed_is_replaced_with_its_topology(
         publisher.close()
 
 
-def test_a_subscriber_knows_when_its_consumer_is_gone(
-    pool: ConnectionPool, names: Names, raw: RawBroker
+def test_a_subscriber_whose_queue_is_deleted_declares_it_again_and_goes_on(
+    pool: ConnectionPool, names: Names, raw: RawBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Users of other libraries report queues left with no consumer and nothing noticing."""
     exchange, queue = names.exchange, names.queue()
     sub = Recorder(pool, exchange=exchange, queue=queue, routing_keys=["k"])
     sub.run_in_thread()
+    publisher = EventPublisher(pool, "p", exchange)
     try:
         assert sub.broker_consumer_count() == 1
-        raw.channel.queue_delete(queue)  # the broker cancels the consumer
-        wait_for(lambda: not sub.is_consuming, what="the subscriber to notice")
-        assert sub.broker_consumer_count() == 0
+        with caplog.at_level(logging.ERROR, logger="messaging.channel"):
+            raw.channel.queue_delete(queue)  # the broker cancels the consumer
+            wait_for(
+                lambda: "cancelled the consumer" in caplog.text, what="the cancel to be noticed"
+            )
+        wait_for(
+            lambda: sub.is_consuming and sub.broker_consumer_count() == 1,
+            what="the queue declared and consumed again",
+        )
+        assert queue_arguments(queue)["x-dead-letter-exchange"] == f"{exchange}.dlx"
+        publisher.publish(query("after"), "k")
+        wait_for(lambda: sub.texts() == ["after"], what="a message on the re-declared queue")
     finally:
+        publisher.close()
         sub.stop_and_join()

@@ -152,6 +152,7 @@ class ManagedChannel:
         self.generation += 1
         self._channel, self._raw = channel, raw
         channel.close_callbacks.add(self._on_channel_closed)
+        raw.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
         for key, consumer in self._consumers.items():
             consumer.tag = await self._basic_consume(raw, key, consumer)
         if not first:
@@ -231,6 +232,45 @@ class ManagedChannel:
         just before a reopen must never be taken for one of the new channel.
         """
         return self.generation if delivery.channel is self._raw else -1
+
+    async def _on_consumer_cancelled(self, frame: Any) -> None:
+        """The broker cancelled one of our consumers (its queue was deleted, say).
+
+        A consumer that silently stops is how queues end up with nobody
+        reading them; re-declare what this channel declared (the queue comes
+        back with its arguments) and consume again, after a short pause so
+        that repeated deletions cannot make this spin.
+        """
+        key = next((k for k, c in self._consumers.items() if c.tag == frame.consumer_tag), None)
+        if key is None:
+            return
+        consumer = self._consumers[key]
+        log.error(
+            "%s: the broker cancelled the consumer on %s (queue deleted?); re-declaring "
+            "and consuming again",
+            self.purpose,
+            consumer.queue,
+        )
+        task = asyncio.get_running_loop().create_task(self._reconsume(key))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _reconsume(self, key: str) -> None:
+        await asyncio.sleep(1.0)
+        consumer = self._consumers.get(key)
+        channel, raw = self._channel, self._raw
+        if self._closed or consumer is None or channel is None or raw is None or raw.is_closed:
+            return  # stopped, or the channel went: its restore re-consumes
+        if consumer.tag in getattr(raw, "consumers", {}):
+            return
+        try:
+            for topology in self._topologies:
+                await _declare(channel, topology)
+            consumer.tag = await self._basic_consume(raw, key, consumer)
+        except Exception as exc:  # the channel's own restore takes over
+            log.warning("%s: consuming %s again failed: %r", self.purpose, consumer.queue, exc)
+            return
+        log.info("%s: consuming %s again", self.purpose, consumer.queue)
 
     def is_consuming(self, key: str) -> bool:
         """True while the consumer is attached to an open channel.
