@@ -91,10 +91,6 @@ class ManagedChannel:
         self._settling: set[asyncio.Future[None]] = set()
         connection.on_reconnect(self._restore)
 
-    @property
-    def is_open(self) -> bool:
-        return self._raw is not None and not self._raw.is_closed
-
     def on_reopen(self, listener: ReopenListener) -> None:
         """Call ``listener(generation)`` after the channel was replaced and restored."""
         self._listeners.append(listener)
