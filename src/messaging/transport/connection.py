@@ -95,13 +95,9 @@ class SupervisedConnection:
         """The open connection, connecting first (bounded by the retry policy) if needed."""
         if self._closed:
             raise ClosedError(f"the {self.purpose} connection is closed")
-        connection = self._connection
+        connection = self._live_connection()
         if connection is not None:
-            if _alive(connection):
-                return connection
-            # Dead before its close callback said so: reconnect the usual way,
-            # so that the listeners restore every channel on it.
-            self.lost(ConnectionError("the connection was found dead"))
+            return connection
         if self._reconnect_task is not None and not self._reconnect_task.done():
             return await self.wait_connected(timeout=None)
         if self._connect_lock is None:
@@ -110,6 +106,18 @@ class SupervisedConnection:
             if self._connection is not None and _alive(self._connection):
                 return self._connection
             return await self._connect_with_retries()
+
+    def _live_connection(self) -> AbstractConnection | None:
+        """The connection if it is alive; one found dead goes through :meth:`lost`.
+
+        Dead before its close callback said so: reconnecting the usual way
+        lets the listeners restore every channel that was on it.
+        """
+        connection = self._connection
+        if connection is None or _alive(connection):
+            return connection
+        self.lost(ConnectionError("the connection was found dead"))
+        return None
 
     async def wait_connected(self, timeout: float | None) -> AbstractConnection:
         """Wait for the background reconnect; raise once the retry policy is spent.
@@ -122,11 +130,9 @@ class SupervisedConnection:
         while True:
             if self._closed:
                 raise ClosedError(f"the {self.purpose} connection is closed")
-            connection = self._connection
+            connection = self._live_connection()
             if connection is not None:
-                if _alive(connection):
-                    return connection
-                self.lost(ConnectionError("the connection was found dead"))
+                return connection
             if self._reconnect_task is None or self._reconnect_task.done():
                 return await self.get()
             if self._failed_retries > self.policy.max_retries:

@@ -7,11 +7,13 @@ reopens on the next call, never a channel that consumes or publishes.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiormq.exceptions as amqp_errors
 
-from messaging.errors import ConnectionFailedError, MessagingError
+from messaging.errors import ConnectionFailedError
 from messaging.transport.channels import ChannelManager, ManagedChannel
 from messaging.transport.errors import CONNECTION_LOST, translate_topology_error
 
@@ -37,48 +39,40 @@ class BrokerInspector:
     async def queue(self, name: str, timeout: float | None = None) -> QueueInfo | None:
         """Depth and consumer count of ``name``, or None when it does not exist."""
         raw = await self._probe().raw(timeout=timeout)
-        try:
-            ok = await raw.queue_declare(name, passive=True, timeout=timeout)
-        except amqp_errors.ChannelNotFoundEntity:
-            return None
-        except CONNECTION_LOST as exc:
-            raise _lost_or_refused(exc) from exc
+        with _translated():
+            try:
+                ok = await raw.queue_declare(name, passive=True, timeout=timeout)
+            except amqp_errors.ChannelNotFoundEntity:
+                return None
         return QueueInfo(name, int(ok.message_count or 0), int(ok.consumer_count or 0))
 
     async def exchange_exists(self, name: str, timeout: float | None = None) -> bool:
         if name == "":
             return True  # the default exchange always exists and cannot be declared
         raw = await self._probe().raw(timeout=timeout)
-        try:
-            await raw.exchange_declare(name, passive=True, timeout=timeout)
-        except amqp_errors.ChannelNotFoundEntity:
-            return False
-        except CONNECTION_LOST as exc:
-            raise _lost_or_refused(exc) from exc
+        with _translated():
+            try:
+                await raw.exchange_declare(name, passive=True, timeout=timeout)
+            except amqp_errors.ChannelNotFoundEntity:
+                return False
         return True
 
     async def delete_queue(self, name: str) -> int:
         """Delete ``name`` (a no-op when it is missing); returns the messages it held."""
         raw = await self._probe().raw()
-        try:
+        with _translated():
             ok = await raw.queue_delete(name)
-        except CONNECTION_LOST as exc:
-            raise _lost_or_refused(exc) from exc
         return int(ok.message_count or 0)
 
     async def delete_exchange(self, name: str) -> None:
         raw = await self._probe().raw()
-        try:
+        with _translated():
             await raw.exchange_delete(name)
-        except CONNECTION_LOST as exc:
-            raise _lost_or_refused(exc) from exc
 
     async def purge_queue(self, name: str) -> int:
         raw = await self._probe().raw()
-        try:
+        with _translated():
             ok = await raw.queue_purge(name)
-        except CONNECTION_LOST as exc:
-            raise _lost_or_refused(exc) from exc
         return int(ok.message_count or 0)
 
     async def close(self) -> None:
@@ -87,7 +81,12 @@ class BrokerInspector:
             await self._manager.release(channel)
 
 
-def _lost_or_refused(exc: BaseException) -> MessagingError:
-    if isinstance(exc, amqp_errors.ChannelClosed):
-        return translate_topology_error(exc)
-    return ConnectionFailedError(f"lost the connection to the broker: {exc!r}")
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """The channel or connection failing under an inspection, as one of our errors."""
+    try:
+        yield
+    except CONNECTION_LOST as exc:
+        if isinstance(exc, amqp_errors.ChannelClosed):
+            raise translate_topology_error(exc) from exc
+        raise ConnectionFailedError(f"lost the connection to the broker: {exc!r}") from exc
