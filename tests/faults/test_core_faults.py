@@ -357,6 +357,11 @@ def drain_dead_letters(raw: RawBroker, queue: str, ledger: Ledger) -> int:
         count += 1
 
 
+def _total(queue: str) -> int:
+    info = broker.queue_info(queue)
+    return 0 if info is None else int(info["messages"])
+
+
 def finish(
     ledger: Ledger, sub: LedgerSubscriber, raw: RawBroker, queue: str, *, timeout: float = 30.0
 ) -> Result:
@@ -368,6 +373,10 @@ def finish(
     try:
         wait_for(all_confirmed_arrived(ledger), timeout, "every confirmed message to arrive")
         wait_for(lambda: raw.depth(queue) == 0, timeout, "the work queue to drain")
+        # Ready 0 is not drained: messages the subscriber holds (prefetched,
+        # not yet handled) go back to the queue when it stops. Wait until the
+        # broker counts none unacked either.
+        wait_for(lambda: _total(queue) == 0, timeout, "the subscriber to ack what it holds")
     except AssertionError as exc:
         print(f"{exc}; broker's view before stopping: {broker.queue_info(queue)}", flush=True)
     sub.stop_and_join()  # acks what it handled; hands back anything unacked
