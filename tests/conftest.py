@@ -11,8 +11,7 @@ import pika
 import pytest
 
 from messaging.config import RabbitMQConfig
-
-BROKER = ("127.0.0.1", 5672)
+from tests.broker_env import BROKER as BROKER
 
 
 def broker_is_up() -> bool:
@@ -111,7 +110,7 @@ def raw() -> Iterator[RawBroker]:
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not broker_is_up():
         pytest.exit(
-            "RabbitMQ is not answering on 127.0.0.1:5672; start it with "
+            f"RabbitMQ is not answering on {BROKER[0]}:{BROKER[1]}; start it with "
             "`rabbitmq-server -detached && rabbitmqctl await_startup` (.ci/run does this)",
             returncode=3,
         )

@@ -22,6 +22,7 @@ thread (so SIGTERM stops them gracefully) and print ``stopped`` when it returns.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -79,7 +80,12 @@ class Responder(BaseAgent):
 
 def main() -> int:
     mode, exchange, queue, connection_name = sys.argv[1:5]
-    config = RabbitMQConfig(host="127.0.0.1", connection_name=connection_name)
+    # Launched as a script: the test passes the broker under test through the environment.
+    config = RabbitMQConfig(
+        host=os.environ.get("RABBITMQ__HOST", "127.0.0.1"),
+        port=int(os.environ.get("RABBITMQ__PORT", "5672")),
+        connection_name=connection_name,
+    )
     pool = ConnectionPool(config, max_retries=30, initial_retry_delay=0.2, max_retry_delay=1.0)
     subscriber: EventSubscriber
     if mode == "worker":

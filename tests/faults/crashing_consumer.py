@@ -30,7 +30,13 @@ class Crasher(EventSubscriber):
 
 def main() -> None:
     exchange, queue, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    pool = ConnectionPool(RabbitMQConfig(host="127.0.0.1", connection_name="crasher"))
+    # Launched as a script: the test passes the broker under test through the environment.
+    config = RabbitMQConfig(
+        host=os.environ.get("RABBITMQ__HOST", "127.0.0.1"),
+        port=int(os.environ.get("RABBITMQ__PORT", "5672")),
+        connection_name="crasher",
+    )
+    pool = ConnectionPool(config)
     subscriber = Crasher(pool, "crasher", exchange, queue, ["work"], max_redeliveries=limit)
     def announce() -> None:
         while not subscriber.is_consuming:

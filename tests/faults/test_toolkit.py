@@ -15,12 +15,13 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractConnection
 
+from tests import broker_env
 from tests.faults.toolkit import InvariantError, Ledger, TcpProxy, broker
 from tests.faults.toolkit.ledger import format_table, load_results
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
 
-DIRECT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DIRECT_URL = broker_env.URL
 
 
 @pytest.fixture(scope="module", autouse=True)

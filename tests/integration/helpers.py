@@ -13,6 +13,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from messaging import ConnectionPool, EventSubscriber
 from messaging.generated import messages_pb2
+from tests import broker_env
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
@@ -93,7 +94,11 @@ def query(text: str, correlation_id: str | None = None) -> messages_pb2.QueryReq
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:
     return subprocess.run(
-        ["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=timeout
+        ["rabbitmqctl", *broker_env.ctl_args(), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     ).stdout
 
 

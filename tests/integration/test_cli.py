@@ -14,12 +14,13 @@ from typer.testing import CliRunner, Result
 from messaging import ConnectionPool, EventPublisher
 from messaging.cli import app
 from messaging.config import RabbitMQConfig
+from tests import broker_env
 from tests.conftest import Names, RawBroker
 from tests.integration.helpers import Recorder, query, wait_for
 
 ENV = {
-    "RABBITMQ__HOST": "127.0.0.1",
-    "RABBITMQ__PORT": "5672",
+    "RABBITMQ__HOST": broker_env.HOST,
+    "RABBITMQ__PORT": str(broker_env.PORT),
     "RABBITMQ__USERNAME": "guest",
     "RABBITMQ__PASSWORD": "guest",
     "RABBITMQ__VHOST": "/",

@@ -15,6 +15,7 @@ from messaging.demo import agents, prices
 from messaging.demo.client import AskClient, Printer
 from messaging.demo.pipeline import AgentProcesses, run_demo
 from messaging.topology import dlq_name
+from tests import broker_env
 from tests.conftest import Names
 from tests.integration.helpers import rabbitmqctl
 
@@ -22,10 +23,10 @@ PRICE = re.compile(r"ZEC is at \d[\d,]*\.\d\d USD")
 
 
 @pytest.fixture(autouse=True)
-def broker_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def agents_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent processes read their config from the environment, as in production."""
-    monkeypatch.setenv("RABBITMQ__HOST", "127.0.0.1")
-    monkeypatch.setenv("RABBITMQ__PORT", "5672")
+    for name, value in broker_env.environ().items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests import broker_env
+
 __all__ = [
     "DEFAULT_WATERMARK",
     "AppStopped",
@@ -47,8 +49,8 @@ __all__ = [
     "wait_port",
 ]
 
-HOST = "127.0.0.1"
-PORT = 5672
+HOST = broker_env.HOST
+PORT = broker_env.PORT
 DEFAULT_WATERMARK = 0.4
 
 
@@ -58,7 +60,7 @@ class BrokerCommandError(RuntimeError):
 
 def rabbitmqctl(*args: str, timeout: float = 30.0, tool: str = "rabbitmqctl") -> str:
     """Run ``rabbitmqctl <args>`` (quiet) and return its stdout; raise on failure."""
-    cmd = [tool, "-q", *args]
+    cmd = [tool, *broker_env.ctl_args(), "-q", *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -106,7 +108,7 @@ def await_startup(timeout: float = 60.0) -> None:
 
 
 def ensure_running(timeout: float = 90.0) -> None:
-    """Make sure the broker answers on 127.0.0.1:5672: start the app or the node if needed."""
+    """Make sure the broker under test answers: start the app or the node if needed."""
     if port_open():
         return
     node_up = True
