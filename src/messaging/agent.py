@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
-from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore
+from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore, require_handler
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
@@ -29,7 +28,14 @@ class BaseAgent(EventSubscriber):
       when the sender gave one (instead of ``routing_key``, not as well), else
       to ``routing_key`` on the agent's exchange.
     - :meth:`request` sends and blocks for the reply (direct reply-to).
+
+    ``routing_keys=[]`` makes a send-only agent (a gateway, a scheduler): it
+    publishes and makes requests, needs neither :meth:`get_routing_key_map`
+    nor :meth:`route_message`, and :meth:`start_consuming` on it raises
+    :class:`~messaging.errors.ConfigurationError`.
     """
+
+    _send_only_allowed: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -66,16 +72,26 @@ class BaseAgent(EventSubscriber):
             max_redeliveries=max_redeliveries,
         )
         self._portal = Portal.get()
+        require_handler(self, BaseAgent, routing_keys)
 
-    @abstractmethod
+    @property
+    def send_only(self) -> bool:
+        """True when built with ``routing_keys=[]``: publishes, never consumes."""
+        return self.consumer.send_only
+
     def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
-        """Routing key (or pattern) -> the protobuf class arriving with it."""
+        """Routing key (or pattern) -> the protobuf class arriving with it.
 
-    @abstractmethod
+        Every agent that consumes defines it; a send-only agent need not.
+        """
+        return {}
+
     def route_message(
         self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
     ) -> None:
-        """Handle one message. Raise to dead-letter it."""
+        """Handle one message; the message is acked when it returns. Raise to retry or
+        dead-letter it. Every agent that consumes defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define route_message")
 
     def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
         cls = self.agent.message_class(routing_key)

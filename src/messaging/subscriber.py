@@ -15,7 +15,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, ClassVar
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -47,6 +47,9 @@ class EventSubscriber(ABC):
     correlation id and consuming goes on.
     """
 
+    # Agents may be send-only (routing_keys=[]); a plain subscriber must consume something.
+    _send_only_allowed: ClassVar[bool] = False
+
     def __init__(
         self,
         connection_pool: ConnectionPool,
@@ -73,6 +76,7 @@ class EventSubscriber(ABC):
             retry_delays=retry_delays,
             permanent_errors=permanent_errors,
             max_redeliveries=max_redeliveries,
+            send_only_allowed=self._send_only_allowed,
         )
         self._portal = Portal.get()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -8,10 +8,9 @@ context store, the current delivery, and request/response.
 from __future__ import annotations
 
 import uuid
-from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, ClassVar
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -20,6 +19,7 @@ from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.aio.subscriber import AsyncEventSubscriber
 from messaging.context import Context, ContextStore, InMemoryContextStore
+from messaging.errors import ConfigurationError
 from messaging.routing import RoutingTable
 
 DEFAULT_CONTEXT_TTL = 300.0
@@ -27,6 +27,25 @@ DEFAULT_CONTEXT_TTL = 300.0
 _current_delivery: ContextVar[dict[str, Any] | None] = ContextVar(
     "messaging_current_delivery", default=None
 )
+
+
+def require_handler(agent: object, base: type, routing_keys: Sequence[str]) -> None:
+    """An agent that consumes must say how: refuse one that binds keys but never overrode
+    ``route_message`` and ``get_routing_key_map`` (a send-only agent needs neither)."""
+    if not routing_keys or isinstance(routing_keys, str):
+        return  # send-only; a string is refused with its own message by the consumer
+    cls = type(agent)
+    missing = [
+        name
+        for name in ("get_routing_key_map", "route_message")
+        if getattr(cls, name) is getattr(base, name)
+    ]
+    if missing:
+        raise ConfigurationError(
+            f"{cls.__name__} consumes {list(routing_keys)} but does not define "
+            f"{' and '.join(missing)}; define them, or pass routing_keys=[] for an agent "
+            f"that only publishes and makes requests"
+        )
 
 
 def current_delivery() -> dict[str, Any] | None:
@@ -129,7 +148,17 @@ class AgentCore:
 
 
 class AsyncBaseAgent(AsyncEventSubscriber):
-    """The asyncio twin of :class:`messaging.BaseAgent`: ``route_message`` is a coroutine."""
+    """The asyncio twin of :class:`messaging.BaseAgent`: ``route_message`` is a coroutine.
+
+    Subclasses map routing keys (or patterns) to message classes in
+    :meth:`get_routing_key_map` and handle messages in :meth:`route_message`;
+    up to ``prefetch_count`` of them run at once. ``routing_keys=[]`` makes a
+    send-only agent (a gateway, a scheduler): it publishes and makes requests,
+    needs neither method, and :meth:`start` on it raises
+    :class:`~messaging.errors.ConfigurationError`.
+    """
+
+    _send_only_allowed: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -165,16 +194,26 @@ class AsyncBaseAgent(AsyncEventSubscriber):
             permanent_errors=permanent_errors,
             max_redeliveries=max_redeliveries,
         )
+        require_handler(self, AsyncBaseAgent, routing_keys)
 
-    @abstractmethod
+    @property
+    def send_only(self) -> bool:
+        """True when built with ``routing_keys=[]``: publishes, never consumes."""
+        return self.consumer.send_only
+
     def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
-        """Routing key (or pattern) -> the protobuf class arriving with it."""
+        """Routing key (or pattern) -> the protobuf class arriving with it.
 
-    @abstractmethod
+        Every agent that consumes defines it; a send-only agent need not.
+        """
+        return {}
+
     async def route_message(
         self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
     ) -> None:
-        """Handle one message. Raise to dead-letter it."""
+        """Handle one message; the message is acked when it returns. Raise to retry or
+        dead-letter it. Every agent that consumes defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define route_message")
 
     def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
         cls = self.agent.message_class(routing_key)

@@ -99,13 +99,14 @@ class Consumer:
         retry_delays: Sequence[float] = (),
         permanent_errors: tuple[type[BaseException], ...] = (),
         max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
+        send_only_allowed: bool = False,
     ) -> None:
         if isinstance(routing_keys, str):
             raise ConfigurationError(
                 f"routing_keys must be a list of patterns, got the string {routing_keys!r}; "
                 f"write [{routing_keys!r}]"
             )
-        if not routing_keys:
+        if not routing_keys and not send_only_allowed:
             raise ConfigurationError("routing_keys is empty: give at least one pattern to bind")
         for pattern in routing_keys:
             validate_binding_pattern(pattern)
@@ -165,8 +166,19 @@ class Consumer:
         info = await self._inspector.queue(self.queue_name)
         return 0 if info is None else info.consumers
 
+    @property
+    def send_only(self) -> bool:
+        """True for an agent built with ``routing_keys=[]``: it has no queue to consume."""
+        return not self.routing_keys
+
     async def start(self, on_delivery: DeliveryCallback) -> None:
         """Declare the topology (all or nothing) and start consuming."""
+        if self.send_only:
+            raise ConfigurationError(
+                f"agent {self.agent_name!r} is send-only (routing_keys=[]): it can publish, "
+                f"publish_request and request, but has no queue to consume; give it "
+                f"routing_keys to consume"
+            )
         if self._republisher.closed:  # started again after close()
             self._republisher = AsyncEventPublisher(self.pool, self.agent_name, self.exchange_name)
         await self.channel.declare(self.topology)

@@ -9,7 +9,7 @@ import signal
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -32,6 +32,9 @@ class AsyncEventSubscriber(ABC):
     :class:`messaging.EventSubscriber`. Up to ``prefetch_count`` handlers run
     at once.
     """
+
+    # Agents may be send-only (routing_keys=[]); a plain subscriber must consume something.
+    _send_only_allowed: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -59,6 +62,7 @@ class AsyncEventSubscriber(ABC):
             retry_delays=retry_delays,
             permanent_errors=permanent_errors,
             max_redeliveries=max_redeliveries,
+            send_only_allowed=self._send_only_allowed,
         )
         self._in_hand: set[asyncio.Task[Any]] = set()
         self._stopped: asyncio.Event | None = None
