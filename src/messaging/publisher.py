@@ -19,6 +19,11 @@ class EventPublisher:
     ``publish`` blocks until the broker confirms. ``publish_nowait`` returns a
     future instead, so that many publishes can be in flight at once with the
     same guarantee (the future fails as ``publish`` would raise).
+
+    ``mandatory=False`` (for every publish here, or per :meth:`publish`) is for
+    events nobody may listen to yet: the broker confirms and drops a message
+    no queue is bound for, instead of ``publish`` raising
+    :class:`~messaging.errors.UnroutableMessageError`.
     """
 
     def __init__(
@@ -28,9 +33,14 @@ class EventPublisher:
         exchange_name: str = DEFAULT_EXCHANGE,
         *,
         publish_timeout: float | None = None,
+        mandatory: bool = True,
     ) -> None:
         self.aio = AsyncEventPublisher(
-            connection_pool.aio, agent_name, exchange_name, publish_timeout=publish_timeout
+            connection_pool.aio,
+            agent_name,
+            exchange_name,
+            publish_timeout=publish_timeout,
+            mandatory=mandatory,
         )
         self._portal = Portal.get()
 
@@ -53,8 +63,14 @@ class EventPublisher:
         message_id: str | None = None,
         persistent: bool = True,
         timeout: float | None = None,
+        mandatory: bool | None = None,
     ) -> str:
-        """Publish and wait for the broker's confirm; returns the ``message_id``."""
+        """Publish and wait for the broker's confirm; returns the ``message_id``.
+
+        Raises :class:`~messaging.errors.UnroutableMessageError` when no queue is
+        bound for ``routing_key``, unless ``mandatory=False`` (default: the
+        publisher's setting), when the broker drops such a message silently.
+        """
         outgoing = self.aio.prepare(
             message,
             routing_key,
@@ -64,6 +80,7 @@ class EventPublisher:
             message_id=message_id,
             persistent=persistent,
             timeout=timeout,
+            mandatory=mandatory,
         )
         return self._portal.call(self.aio.send(outgoing))
 

@@ -66,6 +66,12 @@ class AsyncEventPublisher:
     :class:`~messaging.errors.PublishTimeoutError` when the broker stays out of
     reach. A publish cut off by a dropped connection is sent again after the
     reconnect (same ``message_id``), so delivery is at-least-once.
+
+    ``mandatory=False`` (here for every publish, or per :meth:`publish`) is for
+    events nobody may listen to yet: a message no queue is bound for is then
+    confirmed and dropped by the broker instead of raising
+    :class:`~messaging.errors.UnroutableMessageError`. Retries and dead-letter
+    moves stay mandatory whatever this says.
     """
 
     def __init__(
@@ -75,6 +81,7 @@ class AsyncEventPublisher:
         exchange_name: str = DEFAULT_EXCHANGE,
         *,
         publish_timeout: float | None = None,
+        mandatory: bool = True,
     ) -> None:
         validate_name("exchange", exchange_name)
         if not agent_name:
@@ -82,6 +89,7 @@ class AsyncEventPublisher:
         self.pool = connection_pool
         self.agent_name = agent_name
         self.exchange_name = exchange_name
+        self.mandatory = mandatory
         self.publish_timeout = (
             publish_timeout
             if publish_timeout is not None
@@ -118,12 +126,14 @@ class AsyncEventPublisher:
         persistent: bool = True,
         timeout: float | None = None,
         exchange: str | None = None,
+        mandatory: bool | None = None,
     ) -> OutgoingMessage:
         """Validate and encode a message for :meth:`send`; sends nothing.
 
         Bad input raises here, before anything is sent. Pure CPU work that
         touches no connection, so sync callers run it on their own thread and
-        keep it off the IO loop.
+        keep it off the IO loop. ``mandatory`` (default: the publisher's) says
+        whether a message no queue is bound for raises or is dropped.
         """
         if self._closed:
             raise ClosedError(f"publisher {self.agent_name!r} is closed")
@@ -162,7 +172,8 @@ class AsyncEventPublisher:
             # RabbitMQ before 4.0 returns a mandatory message sent to a direct
             # reply-to address as NO_ROUTE although it delivered it
             # (rabbitmq-server#6124): replies go without the unroutable check.
-            mandatory=not (target == "" and routing_key.startswith(DIRECT_REPLY_TO)),
+            mandatory=(self.mandatory if mandatory is None else mandatory)
+            and not (target == "" and routing_key.startswith(DIRECT_REPLY_TO)),
             timeout=timeout or self.publish_timeout,
         )
 
@@ -190,11 +201,14 @@ class AsyncEventPublisher:
         persistent: bool = True,
         timeout: float | None = None,
         exchange: str | None = None,
+        mandatory: bool | None = None,
     ) -> str:
         """Publish ``message`` and wait for the confirm. Returns its ``message_id``.
 
         ``exchange`` overrides the publisher's exchange for this message; ``""``
         is the default exchange, which routes by queue name (replies use it).
+        ``mandatory=False`` lets the broker drop the message when no queue is
+        bound for ``routing_key`` instead of raising ``UnroutableMessageError``.
         """
         return await self.send(
             self.prepare(
@@ -207,6 +221,7 @@ class AsyncEventPublisher:
                 persistent=persistent,
                 timeout=timeout,
                 exchange=exchange,
+                mandatory=mandatory,
             )
         )
 
