@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +16,7 @@ from messaging.generated import messages_pb2
 from messaging.serialization import serialize
 from messaging.transport import Properties
 from tests.conftest import Names, RawBroker
+from tests.integration.helpers import rabbitmqctl
 
 
 @pytest.fixture
@@ -67,3 +71,39 @@ async def test_async_opt_out_and_moves_stay_mandatory(config: RabbitMQConfig, na
     finally:
         await publisher.close()
         await pool.close()
+
+
+def test_an_alternate_exchange_policy_keeps_what_nothing_else_routes(
+    pool: ConnectionPool, names: Names, raw: RawBroker
+) -> None:
+    """The README's other way: a policy gives the events exchange an alternate exchange."""
+    exchange = names.exchange
+    unrouted = names.new_exchange("unrouted")
+    kept = names.queue("unrouted")
+    raw.channel.exchange_declare(unrouted, "fanout", durable=True)
+    raw.channel.queue_declare(kept, durable=True)
+    raw.channel.queue_bind(kept, unrouted)
+    policy = f"{names.prefix}-unrouted"
+    rabbitmqctl(
+        "set_policy",
+        policy,
+        f"^{re.escape(exchange)}$",
+        json.dumps({"alternate-exchange": unrouted}),
+        "--apply-to",
+        "exchanges",
+    )
+    try:
+        with EventPublisher(pool, "pricer", exchange) as publisher:
+            # The exchange is declared by the first publish; the policy applies at once.
+            wait_for_policy = 0
+            while True:
+                try:
+                    publisher.publish(event(), "prices.changed")  # mandatory, and no error
+                    break
+                except UnroutableMessageError:
+                    wait_for_policy += 1
+                    assert wait_for_policy < 50, "the alternate-exchange policy never applied"
+                    time.sleep(0.1)
+        assert raw.depth(kept) == 1
+    finally:
+        rabbitmqctl("clear_policy", policy)
