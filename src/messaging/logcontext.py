@@ -12,6 +12,8 @@ import logging
 from contextvars import ContextVar, Token
 from typing import Any
 
+from messaging.wiretext import printable
+
 correlation_id: ContextVar[str | None] = ContextVar("chimera_correlation_id", default=None)
 message_id: ContextVar[str | None] = ContextVar("chimera_message_id", default=None)
 
@@ -19,9 +21,11 @@ Bound = tuple[Token[str | None], Token[str | None]]
 
 
 def bind(properties: dict[str, Any]) -> Bound:
+    """Bind the message's ids, as text safe for a log line (a sender chose them)."""
+    cid, mid = properties.get("correlation_id"), properties.get("message_id")
     return (
-        correlation_id.set(properties.get("correlation_id")),
-        message_id.set(properties.get("message_id")),
+        correlation_id.set(None if cid is None else printable(cid)),
+        message_id.set(None if mid is None else printable(mid)),
     )
 
 

@@ -42,6 +42,8 @@ from messaging.serialization import CONTENT_TYPE, deserialize
 from messaging.topology import dlx_name, retry_queue_name, subscriber_topology, validate_name
 from messaging.transport import BrokerInspector, Delivery, ManagedChannel, Properties
 from messaging.transport.channels import DeliveryCallback
+from messaging.transport.octets import foreign_fields, is_foreign
+from messaging.wiretext import printable
 
 log = logging.getLogger("messaging.subscriber")
 
@@ -232,6 +234,14 @@ class Consumer:
 
     def decode(self, delivery: Delivery) -> ProtoMessage:
         routing_key = routing_key_of(delivery)
+        foreign = foreign_fields(delivery.header.properties)
+        if is_foreign(routing_key):
+            foreign.insert(0, "routing key")
+        if foreign:
+            raise DecodeError(
+                f"{', '.join(foreign)} not UTF-8: AMQP lets a sender write any octets there, "
+                f"but this bus only accepts UTF-8 text (the octets are kept in this dead letter)"
+            )
         try:
             cls = self._message_class(routing_key)
         except KeyError:
@@ -321,10 +331,10 @@ class Consumer:
                 "%s: could not move message %s to %s (%s); rejecting it to the broker's "
                 "dead-letter exchange instead [correlation_id=%s]",
                 self.agent_name,
-                props.message_id,
-                routing_key,
+                printable(props.message_id),
+                printable(routing_key),
                 publish_error,
-                props.correlation_id,
+                printable(props.correlation_id),
                 extra=_log_ids(props),
             )
             self.channel.reject(tag, generation, requeue=False)
@@ -343,13 +353,13 @@ class Consumer:
                 "[correlation_id=%s]",
                 self.agent_name,
                 kind,
-                routing_key_of(delivery),
-                props.message_id,
+                printable(routing_key_of(delivery)),
+                printable(props.message_id),
                 attempts,
                 type(exc).__name__,
                 exc,
                 delay,
-                props.correlation_id,
+                printable(props.correlation_id),
                 extra=_log_ids(props),
             )
             return
@@ -357,12 +367,12 @@ class Consumer:
             "%s: %s on %s (message_id=%s, attempt %d), dead-lettering: %s: %s [correlation_id=%s]",
             self.agent_name,
             kind,
-            routing_key_of(delivery),
-            props.message_id,
+            printable(routing_key_of(delivery)),
+            printable(props.message_id),
             attempts,
             type(exc).__name__,
             exc,
-            props.correlation_id,
+            printable(props.correlation_id),
             exc_info=exc if not isinstance(exc, DecodeError) else None,
             extra=_log_ids(props),
         )
@@ -370,7 +380,10 @@ class Consumer:
 
 def _log_ids(props: Properties) -> dict[str, str]:
     """The message's ids for log records written outside its handler (on the IO loop)."""
-    return {"correlation_id": props.correlation_id or "-", "message_id": props.message_id or "-"}
+    return {
+        "correlation_id": printable(props.correlation_id),
+        "message_id": printable(props.message_id),
+    }
 
 
 def _headers_of(delivery: Delivery) -> dict[str, Any]:

@@ -1,0 +1,214 @@
+"""AMQP short strings are octets: decode what any client sends, and send it back unchanged.
+
+AMQP 0-9-1 short strings (``message_id``, ``type``, ``correlation_id``, a
+routing key, a header *key*, ...) are up to 255 octets with no encoding. Most
+clients write UTF-8, some write Latin-1 or raw bytes, and the broker passes
+them on untouched. pamqp decodes them as UTF-8 and raises on anything else,
+which makes aiormq drop the whole connection; the broker then redelivers the
+same message to the next connection, for ever, and every message behind it
+waits.
+
+Here a short string that is not UTF-8 decodes with ``surrogateescape``: each
+octet that is not part of valid UTF-8 becomes a lone surrogate (U+DC80 to
+U+DCFF), so the value is a ``str`` as pamqp's types promise, is recognisably
+foreign (:func:`is_foreign`), and turns back into exactly the octets that
+arrived (:func:`octets_of`). The encoders below write such a value back as
+those octets, so a dead-letter copy carries the sender's bytes (and a long
+string that was not UTF-8, which pamqp hands over as ``bytes``, goes back as
+the same long string). For valid UTF-8 every function here produces exactly
+what pamqp's own produces (except that a header key longer than 128 octets is
+kept whole, as it arrived, where pamqp would cut it).
+
+The decoders are plain functions so that any frame reader (aiormq's, through
+:func:`install`, or a faster one) reuses them instead of writing its own.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pamqp import common
+from pamqp import decode as pamqp_decode
+from pamqp import encode as pamqp_encode
+
+from messaging.wiretext import printable
+
+_BYTE = struct.Struct(">B")
+_LONG = struct.Struct(">I")
+_ERRORS = "surrogateescape"
+
+
+# -- values ------------------------------------------------------------------
+
+
+def is_foreign(value: object) -> bool:
+    """True when ``value`` came off the wire as octets that are not UTF-8.
+
+    That is a ``str`` holding escaped octets (a short string) or ``bytes``
+    (a long string, as pamqp decodes it).
+    """
+    if isinstance(value, bytes | bytearray):
+        return True
+    if not isinstance(value, str) or value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def octets_of(value: str | bytes) -> bytes:
+    """The octets a decoded short or long string arrived as."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return value.encode("utf-8", _ERRORS)
+
+
+def foreign_fields(properties: Any) -> list[str]:
+    """Names of the properties and header keys of a message that are not UTF-8.
+
+    ``properties`` is a pamqp ``Basic.Properties``; header keys are named
+    ``headers[<key>]`` (printable), nested tables included.
+    """
+    found = [
+        name
+        for name in _SHORT_STRING_PROPERTIES
+        if isinstance(getattr(properties, name, None), str)
+        and is_foreign(getattr(properties, name))
+    ]
+    headers = getattr(properties, "headers", None)
+    if isinstance(headers, Mapping):
+        found.extend(_foreign_keys(headers, "headers"))
+    return found
+
+
+def _foreign_keys(table: Mapping[str, Any], where: str) -> list[str]:
+    found: list[str] = []
+    for key, value in table.items():
+        if is_foreign(key):
+            found.append(f"{where}[{printable(key)}]")
+        if isinstance(value, Mapping):
+            found.extend(_foreign_keys(value, f"{where}[{printable(key)}]"))
+    return found
+
+
+_SHORT_STRING_PROPERTIES = (
+    "content_type",
+    "content_encoding",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "message_type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
+
+
+# -- decoding ----------------------------------------------------------------
+
+
+def decode_short_str(data: bytes) -> tuple[int, str]:
+    """Decode one short string at the start of ``data``: (octets consumed, value)."""
+    try:
+        length = _BYTE.unpack_from(data, 0)[0]
+    except struct.error as err:
+        raise ValueError("Could not unpack short string value") from err
+    raw = data[1 : length + 1]
+    if len(raw) < length:
+        raise ValueError("Short string length exceeds available data")
+    return length + 1, raw.decode("utf-8", _ERRORS)
+
+
+def decode_field_table(data: bytes) -> tuple[int, common.FieldTable]:
+    """Decode one field table at the start of ``data``: (octets consumed, table).
+
+    Keys are short strings decoded as by :func:`decode_short_str`; values
+    through pamqp's own table decoders (which come back here for nested
+    tables once :func:`install` has run).
+    """
+    try:
+        length = _LONG.unpack_from(data, 0)[0]
+    except struct.error as err:
+        raise ValueError("Could not unpack field table") from err
+    end = 4 + length
+    if end > len(data):
+        raise ValueError("Field table length exceeds available data")
+    offset = 4
+    table: dict[str, common.FieldValue] = {}
+    while offset < end:
+        consumed, key = decode_short_str(data[offset:end])
+        offset += consumed
+        consumed, value = pamqp_decode.embedded_value(data[offset:end])
+        if consumed == 0:
+            raise ValueError(f"Field table value missing for key {printable(key)}")
+        offset += consumed
+        table[key] = value
+    return end, table
+
+
+# -- encoding ----------------------------------------------------------------
+
+
+def encode_short_str(value: str) -> bytes:
+    """Encode a short string; escaped octets go back as the octets they were."""
+    if not isinstance(value, str):
+        raise TypeError(f"str required, received {type(value)}")
+    raw = value.encode("utf-8", _ERRORS)
+    if len(raw) > 255:
+        raise TypeError("string exceeds maximum length of 255 bytes")
+    return _BYTE.pack(len(raw)) + raw
+
+
+def encode_field_table(table: Mapping[str, Any]) -> bytes:
+    """Encode a field table as pamqp does, keeping foreign keys and long strings as octets."""
+    if not table:
+        return _LONG.pack(0)
+    if not isinstance(table, Mapping):
+        raise TypeError(f"dict required, received {type(table)}")
+    parts: list[bytes] = []
+    for key, value in sorted(table.items(), key=_first):  # in key order, as pamqp writes them
+        parts.append(encode_short_str(key))
+        try:
+            parts.append(encode_table_value(value))
+        except TypeError as err:
+            raise TypeError(f"{printable(key)} error: {err}") from err
+    body = b"".join(parts)
+    return _LONG.pack(len(body)) + body
+
+
+def encode_table_value(value: Any) -> bytes:
+    """One tagged table value; ``bytes`` (a long string that was not UTF-8) as a long string."""
+    if isinstance(value, bytes):
+        return b"S" + _LONG.pack(len(value)) + value
+    if isinstance(value, Mapping):
+        return b"F" + encode_field_table(value)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytearray):
+        items = b"".join(encode_table_value(item) for item in value)
+        return b"A" + _LONG.pack(len(items)) + items
+    return pamqp_encode.encode_table_value(value)
+
+
+def _first(item: tuple[str, Any]) -> str:
+    return item[0]
+
+
+# -- wiring ------------------------------------------------------------------
+
+
+def install() -> None:
+    """Make pamqp (and so aiormq) decode and encode short strings and tables as above.
+
+    pamqp looks its codecs up by AMQP type name in module tables; this
+    registers ours there. Valid UTF-8 decodes and encodes exactly as before;
+    only input pamqp would have refused is handled differently. Idempotent.
+    """
+    pamqp_decode.METHODS["shortstr"] = decode_short_str
+    pamqp_decode.METHODS["table"] = decode_field_table
+    pamqp_decode.TABLE_MAPPING[b"F"] = decode_field_table
+    pamqp_encode.METHODS["shortstr"] = encode_short_str
+    pamqp_encode.METHODS["table"] = encode_field_table
