@@ -15,13 +15,14 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE
+from messaging.cli._output import make_console, text
 from messaging.config import RabbitMQConfig, load_config
 from messaging.errors import ConnectionFailedError, MessagingError, PublishTimeoutError
+from messaging.logcontext import MessageContextFilter
+from messaging.logs import TextFormatter, redact
 from messaging.transport import (
     CONNECTION_LOST,
     BrokerInspector,
@@ -50,14 +51,16 @@ ExchangeOption = Annotated[
 ]
 
 
-def console() -> Console:
-    return Console(highlight=False)
-
-
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[bold red]error:[/] {escape(message)}"
-    )
+    """One line on stderr, ``error: ...``, then exit with ``code``.
+
+    The line never wraps, shows control characters as escapes, and masks the
+    password of any URL in it (a URL pasted into the wrong variable ends up in
+    the error message).
+    """
+    errors = make_console(stderr=True)
+    errors.soft_wrap = True
+    errors.print(text(("error: ", "bold red"), redact(message)))
     raise typer.Exit(code)
 
 
@@ -73,21 +76,34 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail_with(exc)
 
 
-def configure_logging(verbose: bool) -> None:
-    """Quiet unless asked: the commands report failures themselves, once.
+class ReportedByTheCommand(logging.Filter):
+    """Drops the library's log line for a failed publish: the command prints that error itself.
 
-    Left alone when the process already configured logging (a test runner,
-    an embedding program).
+    A publish that fails raises to the command, which prints it as its one
+    ``error:`` line; with the library's ERROR line as well, an operator would
+    read the same failure twice.
     """
-    if logging.getLogger().handlers:
-        return
-    from rich.logging import RichHandler
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.CRITICAL,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
-    )
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "messaging.publisher" and record.levelno >= logging.ERROR)
+
+
+def configure_logging(verbose: bool) -> None:
+    """Quiet unless asked (``-v``): the commands report failures themselves, once.
+
+    Log lines go to stderr as plain lines, with the library's format (ids in
+    brackets, URL passwords masked). Left alone when the process already
+    configured logging (a test runner, an embedding program).
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(TextFormatter())
+    handler.addFilter(MessageContextFilter())
+    handler.addFilter(ReportedByTheCommand())
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 class Broker:
@@ -169,7 +185,6 @@ __all__ = [
     "ExchangeOption",
     "QueueInfo",
     "configure_logging",
-    "console",
     "fail",
     "fail_with",
     "open_broker",

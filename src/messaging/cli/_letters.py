@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.json import JSON
 from rich.text import Text
 
+from messaging.cli._output import text
 from messaging.serialization import deserialize, message_class_for, to_dict
 from messaging.transport import Delivery, Properties
 
@@ -58,11 +58,20 @@ def decode(type_name: str | None, body: bytes) -> Decoded:
         return Decoded(None, str(exc))
 
 
-def body_renderable(type_name: str | None, body: bytes) -> RenderableType:
+def body_text(type_name: str | None, body: bytes) -> Text:
+    """The body on one line: compact JSON when it decodes, else why not and a hex snippet."""
     decoded = decode(type_name, body)
     if decoded.data is not None:
-        return JSON(json.dumps(decoded.data, default=str))
-    return Text(f"undecodable ({decoded.problem}): {hex_snippet(body)}", style="yellow")
+        return text(json.dumps(decoded.data, default=str, ensure_ascii=False))
+    return text((f"undecodable ({decoded.problem}): {hex_snippet(body)}", "yellow"))
+
+
+def body_record(type_name: str | None, body: bytes) -> dict[str, Any]:
+    """The body for a JSON line: ``body`` when it decodes, else ``body_error`` and ``body_hex``."""
+    decoded = decode(type_name, body)
+    if decoded.data is not None:
+        return {"body": decoded.data}
+    return {"body": None, "body_error": decoded.problem, "body_hex": body.hex()}
 
 
 def headers_of(delivery: Delivery) -> dict[str, Any]:
@@ -143,36 +152,52 @@ def replay_properties(props: Properties) -> Properties:
     )
 
 
-def describe(delivery: Delivery) -> RenderableType:
-    """A message in full: properties, decoded body, the broker's and the bus's why-headers."""
+def properties_of(delivery: Delivery) -> dict[str, Any]:
+    """Where it was delivered from and the properties people ask about, as plain data."""
     props = delivery.header.properties
     frame: Any = delivery.delivery
-    headers = headers_of(delivery)
-    meta = {
-        "routing_key": frame.routing_key,
-        "exchange": frame.exchange,
-        "type": props.message_type,
-        "message_id": props.message_id,
-        "correlation_id": props.correlation_id,
-        "app_id": props.app_id,
+    return {
+        "routing_key": plain(frame.routing_key),
+        "exchange": plain(frame.exchange),
+        "type": plain(props.message_type),
+        "message_id": plain(props.message_id),
+        "correlation_id": plain(props.correlation_id),
+        "app_id": plain(props.app_id),
         "timestamp": plain(props.timestamp),
     }
-    parts: list[RenderableType] = [
-        Text("  ".join(f"{k}={v}" for k, v in meta.items() if v not in (None, ""))),
-        body_renderable(props.message_type, delivery.body),
+
+
+def record(delivery: Delivery) -> dict[str, Any]:
+    """A message in full as one JSON-ready object: properties, headers, x-death, body."""
+    headers = headers_of(delivery)
+    return {
+        **properties_of(delivery),
+        "headers": plain(headers),
+        "x_death": deaths(headers),
+        "why": why(headers),
+        **body_record(delivery.header.properties.message_type, delivery.body),
+    }
+
+
+def describe_lines(delivery: Delivery) -> list[Text]:
+    """A message in full for people: properties, decoded body, the why-headers; all made safe."""
+    headers = headers_of(delivery)
+    meta = properties_of(delivery)
+    lines = [
+        text("  ".join(f"{k}={v}" for k, v in meta.items() if v not in (None, ""))),
+        body_text(delivery.header.properties.message_type, delivery.body),
     ]
     for entry in deaths(headers):
-        parts.append(
-            Text(
-                "x-death: "
-                + ", ".join(
-                    f"{key}={entry[key]}"
-                    for key in ("reason", "queue", "exchange", "routing-keys", "count", "time")
-                    if key in entry
-                ),
-                style="magenta",
-            )
+        detail = ", ".join(
+            f"{key}={entry[key]}"
+            for key in ("reason", "queue", "exchange", "routing-keys", "count", "time")
+            if key in entry
         )
+        lines.append(text((f"x-death: {detail}", "magenta")))
     for key, value in chimera_headers(headers).items():
-        parts.append(Text(f"{key}: {value}", style="cyan"))
-    return Group(*parts)
+        lines.append(text((f"{key}: {value}", "cyan")))
+    return lines
+
+
+def describe(delivery: Delivery) -> RenderableType:
+    return Group(*describe_lines(delivery))

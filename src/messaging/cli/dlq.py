@@ -14,21 +14,29 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import typer
-from rich.markup import escape
+from rich.console import Group
 from rich.panel import Panel
 from rich.progress import Progress
-from rich.table import Table
 
 from messaging.cli._broker import (
     EXIT_PROBLEM,
     Broker,
     QueueInfo,
-    console,
     open_broker,
     publish_confirmed,
     run,
 )
-from messaging.cli._letters import describe, headers_of, original_target, replay_properties, why
+from messaging.cli._letters import (
+    chimera_headers,
+    describe_lines,
+    headers_of,
+    original_target,
+    plain,
+    record,
+    replay_properties,
+    why,
+)
+from messaging.cli._output import JsonOption, Output, text
 from messaging.errors import ConnectionFailedError, PublishError, TopologyError
 from messaging.topology import dlq_name
 from messaging.transport import Delivery, ManagedChannel
@@ -83,38 +91,74 @@ async def peek(queue: str, limit: int) -> tuple[QueueInfo, list[Delivery]]:
 def list_(
     queue: QueueArg,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Read at most N.")] = 1000,
+    as_json: JsonOption = False,
 ) -> None:
-    """One line per dead letter: ids, type, original routing key, and why it died."""
+    """One line per dead letter: ids, type, original routing key, and why it died.
+
+    On a terminal a table; piped, one tab-separated line per dead letter (never
+    wrapped, so grep sees the whole reason); with --json one object per line.
+    """
     info, letters = run(peek(queue, limit))
-    out = console()
-    table = Table("#", "message_id", "correlation_id", "type", "routing key", "why")
+    out = Output(as_json)
+    work = resolve(queue)[0]
+    rows: list[list[str]] = []
     for n, letter in enumerate(letters, 1):
         props = letter.header.properties
         headers = headers_of(letter)
-        target = original_target(headers, resolve(queue)[0])
-        table.add_row(
-            str(n),
-            escape(str(props.message_id)),
-            escape(str(props.correlation_id)),
-            escape(str(props.message_type)),
-            escape(target[1] if target else str(letter.routing_key)),
-            escape(why(headers)),
+        target = original_target(headers, work)
+        routing_key = target[1] if target else str(plain(letter.routing_key))
+        if as_json:
+            out.record(
+                {
+                    "position": n,
+                    "message_id": plain(props.message_id),
+                    "correlation_id": plain(props.correlation_id),
+                    "type": plain(props.message_type),
+                    "original_exchange": target[0] if target else None,
+                    "original_routing_key": target[1] if target else None,
+                    "why": why(headers),
+                    **chimera_headers(headers),
+                }
+            )
+            continue
+        rows.append(
+            [
+                str(n),
+                str(plain(props.message_id)),
+                str(plain(props.correlation_id)),
+                str(plain(props.message_type)),
+                routing_key,
+                why(headers),
+            ]
         )
-    out.print(table)
-    out.print(f"{info.name}: {info.messages} dead letter(s), {len(letters)} shown")
+    if not as_json:
+        out.table(["#", "message_id", "correlation_id", "type", "routing key", "why"], rows)
+    out.note(f"{info.name}: {info.messages} dead letter(s), {len(letters)} shown")
 
 
 @app.command()
 def show(
     queue: QueueArg,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N.")] = 10,
+    as_json: JsonOption = False,
 ) -> None:
-    """Dead letters in full: properties, decoded body, x-death and x-chimera-* headers."""
+    """Dead letters in full: properties, decoded body, x-death and x-chimera-* headers.
+
+    With --json, one object per dead letter per line, every header included.
+    """
     info, letters = run(peek(queue, limit))
-    out = console()
+    out = Output(as_json)
     for n, letter in enumerate(letters, 1):
-        out.print(Panel(describe(letter), title=f"{n}/{info.messages}", title_align="left"))
-    out.print(f"{info.name}: {info.messages} dead letter(s), {len(letters)} shown")
+        if as_json:
+            out.record({"position": n, **record(letter)})
+        elif out.is_terminal:
+            title = text(f"{n}/{info.messages}")
+            out.show(Panel(Group(*describe_lines(letter)), title=title, title_align="left"))
+        else:
+            out.line(f"--- {n}/{info.messages}")
+            for line in describe_lines(letter):
+                out.show(line)
+    out.note(f"{info.name}: {info.messages} dead letter(s), {len(letters)} shown")
 
 
 @dataclass
@@ -210,24 +254,21 @@ def replay(
     from the DLQ only after the broker confirmed it. A returned or nacked one
     stays in the DLQ and is listed; the exit code is then 1.
     """
-    out = console()
+    out = Output()
     if not yes:
         info = run(depth(queue))
         if info.messages == 0:
-            out.print(f"{info.name} is empty")
+            out.line(f"{info.name} is empty")
             return
         count = info.messages if limit is None else min(limit, info.messages)
         typer.confirm(
             f"Replay {count} of {info.messages} dead letter(s) from {info.name}?", abort=True
         )
-    with Progress(console=out, transient=True) as progress:
+    with Progress(console=out.errors, transient=True) as progress:
         report = run(replay_letters(queue, limit, to_queue, progress))
-    out.print(f"replayed {report.replayed} of {report.total} from {report.dlq}")
+    out.line(f"replayed {report.replayed} of {report.total} from {report.dlq}")
     if report.failed:
-        table = Table("message_id", "left in the DLQ because")
-        for message_id, problem in report.failed:
-            table.add_row(escape(message_id), escape(problem))
-        out.print(table)
+        out.table(["message_id", "left in the DLQ because"], report.failed)
         raise typer.Exit(EXIT_PROBLEM)
 
 
@@ -254,4 +295,4 @@ def purge(queue: QueueArg, yes: YesOption = False) -> None:
             abort=True,
         )
     purged = run(purge_queue(queue))
-    console().print(f"purged {purged} dead letter(s) from {dlq}")
+    Output().line(f"purged {purged} dead letter(s) from {dlq}")

@@ -12,11 +12,11 @@ from messaging.aio.publisher import AsyncEventPublisher
 from messaging.cli._broker import (
     DEFAULT_EXCHANGE,
     ExchangeOption,
-    console,
     fail_with,
     open_broker,
     run,
 )
+from messaging.cli._output import JsonOption, Output
 from messaging.errors import InvalidMessageError, TopologyError
 from messaging.generated import messages_pb2
 from messaging.metadata import create_metadata
@@ -28,7 +28,8 @@ Build a protobuf message from JSON and publish it, confirmed and mandatory.
 TYPE is a full name (chimera.v1.QueryRequest) or a short one (QueryRequest).
 JSON is the message in protobuf JSON ('-' reads it from stdin). A `metadata`
 field is filled in (message id, correlation id, source agent, time) where the
-JSON leaves it empty. Prints the message id. Exit 2 when the message cannot be
+JSON leaves it empty. Prints the message id (--json: an object with the id,
+routing key and exchange), as plain text whatever it contains. Exit 2 when the message cannot be
 built, the exchange does not exist, or the broker returns it as unroutable
 (no queue bound for ROUTING_KEY) or nacks it.
 """
@@ -78,6 +79,7 @@ def publish(
         str | None, typer.Option("--correlation-id", "-c", help="Default: a new one.")
     ] = None,
     agent: Annotated[str, typer.Option("--agent", help="Sent as app_id.")] = "chimera-bus",
+    as_json: JsonOption = False,
 ) -> None:
     if json_text == "-":
         json_text = sys.stdin.read()
@@ -86,4 +88,10 @@ def publish(
     except InvalidMessageError as exc:
         fail_with(exc)
     message_id = run(send(message, routing_key, exchange, agent, correlation_id))
-    console().print(message_id)
+    # The broker has confirmed it: printing must not fail now, or an operator
+    # retrying would send it twice. The id is printed as inert text.
+    out = Output(as_json)
+    if as_json:
+        out.record({"message_id": message_id, "routing_key": routing_key, "exchange": exchange})
+    else:
+        out.line(message_id)

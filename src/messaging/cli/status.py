@@ -6,18 +6,16 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from messaging.cli._broker import (
     DEFAULT_EXCHANGE,
     EXIT_PROBLEM,
     ExchangeOption,
     QueueInfo,
-    console,
     open_broker,
     run,
 )
+from messaging.cli._output import JsonOption, Output, Part
 from messaging.topology import dlq_name
 
 HELP = """\
@@ -30,6 +28,9 @@ a DLQ holds messages (something failed).
 
 Exit 0: all good. Exit 2: the check could not run (broker unreachable, login
 or vhost refused, bad configuration).
+
+With --json: a first line {"kind": "broker", ...} with the exchange and the
+verdict, then one {"kind": "queue", ...} line per --queue.
 """
 
 
@@ -80,33 +81,70 @@ def status(
         typer.Option("--queue", "-q", help="A work queue to check; repeat for more."),
     ] = None,
     exchange: ExchangeOption = DEFAULT_EXCHANGE,
+    as_json: JsonOption = False,
 ) -> None:
     report = run(collect(queue or [], exchange))
-    out = console()
-    out.print(f"[green]broker[/]    {escape(report.broker)}  reachable")
-    if report.exchange_exists:
-        out.print(f"[green]exchange[/]  {escape(report.exchange)}  exists")
+    out = Output(as_json)
+    if as_json:
+        _print_json(out, report)
     else:
-        out.print(f"[red]exchange[/]  {escape(report.exchange)}  MISSING")
+        _print_text(out, report)
+    if report.problems:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+def _print_json(out: Output, report: Report) -> None:
+    out.record(
+        {
+            "kind": "broker",
+            "broker": report.broker,
+            "exchange": report.exchange,
+            "exchange_exists": report.exchange_exists,
+            "ok": not report.problems,
+            "problems": report.problems,
+        }
+    )
+    for row in report.rows:
+        out.record(
+            {
+                "kind": "queue",
+                "queue": row.name,
+                "exists": row.queue is not None,
+                "messages": row.queue.messages if row.queue else None,
+                "consumers": row.queue.consumers if row.queue else None,
+                "dlq": dlq_name(row.name),
+                "dlq_messages": row.dlq.messages if row.dlq else None,
+                "problems": row.problems,
+            }
+        )
+
+
+def _print_text(out: Output, report: Report) -> None:
+    out.line(("broker", "green"), f"    {report.broker}  reachable")
+    if report.exchange_exists:
+        out.line(("exchange", "green"), f"  {report.exchange}  exists")
+    else:
+        out.line(("exchange", "red"), f"  {report.exchange}  MISSING")
     if report.rows:
-        table = Table("queue", "messages", "consumers", "dlq", "status")
-        for row in report.rows:
-            table.add_row(
-                escape(row.name),
+        rows: list[list[Part]] = [
+            [
+                row.name,
                 _count(row.queue, messages=True),
                 _count(row.queue, messages=False),
                 _count(row.dlq, messages=True),
-                f"[red]{escape('; '.join(row.problems))}[/]" if row.problems else "[green]ok[/]",
-            )
-        out.print(table)
+                ("; ".join(row.problems), "red") if row.problems else ("ok", "green"),
+            ]
+            for row in report.rows
+        ]
+        out.table(["queue", "messages", "consumers", "dlq", "status"], rows)
     problems = report.problems
     if problems:
-        out.print(f"[bold red]WRONG[/]: {len(problems)} problem(s)")
-        raise typer.Exit(EXIT_PROBLEM)
-    out.print("[bold green]OK[/]")
+        out.line(("WRONG", "bold red"), f": {len(problems)} problem(s)")
+    else:
+        out.line(("OK", "bold green"))
 
 
-def _count(info: QueueInfo | None, *, messages: bool) -> str:
+def _count(info: QueueInfo | None, *, messages: bool) -> Part:
     if info is None:
-        return "[red]missing[/]"
+        return ("missing", "red")
     return str(info.messages if messages else info.consumers)

@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from messaging.cli._broker import DEFAULT_EXCHANGE, ExchangeOption, console, open_broker, run
-from messaging.cli._letters import body_renderable
+from messaging.cli._broker import DEFAULT_EXCHANGE, ExchangeOption, open_broker, run
+from messaging.cli._letters import body_text, properties_of, record
+from messaging.cli._output import JsonOption, Output
 from messaging.errors import TopologyError
 from messaging.routing import validate_binding_pattern
 from messaging.transport import Delivery
@@ -23,7 +23,9 @@ Print live messages whose routing key matches PATTERN, decoded.
 
 PATTERN is a topic pattern ('*' is one word, '#' zero or more). Bodies are
 decoded from protobuf by their `type` property; one that does not decode is
-printed as a hex snippet.
+printed as a hex snippet. With --json, one object per message per line
+(time, routing_key, exchange, type, ids, headers, body or body_error and
+body_hex); the other lines go to stderr.
 
 A temporary, exclusive, auto-delete queue is bound to the exchange; the broker
 removes it when tail exits. Stops after --count messages, after --timeout
@@ -41,7 +43,7 @@ async def watch(
     exchange: str,
     count: int | None,
     timeout: float | None,
-    out: Console,
+    out: Output,
     seen: Seen,
 ) -> None:
     validate_binding_pattern(pattern)
@@ -59,9 +61,8 @@ async def watch(
             inbox.put_nowait(delivery)
 
         await channel.consume(queue, on_delivery, exclusive=True, no_ack=True)
-        out.print(
-            f"[dim]tailing {escape(exchange)} for {escape(pattern)} "
-            f"(temporary queue {escape(queue)}); Ctrl-C to stop[/]",
+        out.note(
+            (f"tailing {exchange} for {pattern} (temporary queue {queue}); Ctrl-C to stop", "dim")
         )
         deadline = None if timeout is None else time.monotonic() + timeout
         while count is None or seen.count < count:
@@ -76,17 +77,20 @@ async def watch(
             show(out, delivery)
 
 
-def show(out: Console, delivery: Delivery) -> None:
-    props = delivery.header.properties
-    frame: Any = delivery.delivery
-    stamp = time.strftime("%H:%M:%S")
-    out.print(
-        f"[bold]{stamp}[/] [cyan]{escape(str(frame.routing_key))}[/] "
-        f"{escape(str(props.message_type or '?'))}  "
-        f"message_id={escape(str(props.message_id))}  "
-        f"correlation_id={escape(str(props.correlation_id))}"
+def show(out: Output, delivery: Delivery) -> None:
+    now = datetime.now(UTC)
+    if out.as_json:
+        out.record({"time": now.isoformat(), **record(delivery)})
+        return
+    meta = properties_of(delivery)
+    out.line(
+        (now.astimezone().strftime("%H:%M:%S"), "bold"),
+        " ",
+        (str(meta["routing_key"]), "cyan"),
+        f" {meta['type'] or '?'}  message_id={meta['message_id']}  "
+        f"correlation_id={meta['correlation_id']}",
     )
-    out.print(body_renderable(props.message_type, delivery.body))
+    out.show(body_text(delivery.header.properties.message_type, delivery.body))
 
 
 def tail(
@@ -98,9 +102,10 @@ def tail(
     timeout: Annotated[
         float | None, typer.Option("--timeout", "-t", min=0, help="Stop after S seconds.")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
-    out = console()
+    out = Output(as_json)
     seen = Seen()
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail usually ends
         run(watch(pattern, exchange, count, timeout, out, seen))
-    out.print(f"[dim]{seen.count} message(s)[/]")
+    out.note((f"{seen.count} message(s)", "dim"))
