@@ -10,18 +10,38 @@ reprs and logs, and only the transport reads its value.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+import re
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from messaging.errors import ConfigurationError
 
 ENV_PREFIX = "RABBITMQ__"
 
 
-class RabbitMQConfig(BaseModel):
+class _Checked(BaseModel):
+    """A config model whose bad arguments raise :class:`ConfigurationError`, naming them."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            error = ConfigurationError(
+                f"invalid {type(self).__name__} argument: " + _describe(exc.errors(), env=False)
+            )
+            # Kept so that load_config, which builds these models from the
+            # environment, can name the variables instead of the arguments.
+            error.__dict__[_FIELD_ERRORS] = exc.errors()
+            raise error from None
+
+
+_FIELD_ERRORS = "_chimera_field_errors"
+
+
+class RabbitMQConfig(_Checked):
     """Where the broker is and how to talk to it. Immutable."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +79,20 @@ class RabbitMQConfig(BaseModel):
         ),
     )
 
+    @field_validator("host")
+    @classmethod
+    def _a_host_name(cls, value: str) -> str:
+        host = value.strip()
+        if not host:
+            raise ValueError("is empty: give the broker's host name or address, e.g. localhost")
+        if "://" in host or "@" in host or "/" in host:
+            # Never echo it: a URL here usually carries a password.
+            raise ValueError(
+                "must be a host name or address alone, and this looks like a URL; give the "
+                "port, user name and password in their own settings"
+            )
+        return host
+
     def url(self) -> str:
         """The AMQP URL with the real password. Never log it; use :meth:`safe_url`."""
         return self._url(quote(self.password.get_secret_value(), safe=""))
@@ -72,7 +106,7 @@ class RabbitMQConfig(BaseModel):
         return f"amqp://{user}:{quoted_password}@{self.host}:{self.port}/{vhost}"
 
 
-class MonitoringConfig(BaseModel):
+class MonitoringConfig(_Checked):
     """The optional HTTP endpoint and the log format. Immutable."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -122,11 +156,47 @@ def load_config() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = "__".join(str(part).upper() for part in err["loc"])
-            shown = "******" if "PASSWORD" in loc else repr(err.get("input"))
-            problems.append(f"{loc}={shown}: {err['msg']}")
         raise ConfigurationError(
-            "invalid configuration in the environment: " + "; ".join(problems)
+            "invalid configuration in the environment: " + _describe(exc.errors(), env=True)
         ) from None
+    except SettingsError as exc:
+        # A whole section given as JSON (``RABBITMQ='{...}'``) that does not parse.
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = match[1].upper() if match else "RABBITMQ or MONITORING"
+        raise ConfigurationError(
+            f"invalid configuration in the environment: {name} is not valid JSON "
+            f"(it sets the whole section at once; set {name}__HOST, {name}__PORT, ... instead, "
+            f"or give a JSON object)"
+        ) from None
+
+
+def _describe(errors: list[Any], *, env: bool, where: tuple[str, ...] = ()) -> str:
+    """Each problem as ``NAME=value: why``, with no secret in it.
+
+    ``env``: name the environment variable (``RABBITMQ__HOST``), else the
+    argument (``host``).
+    """
+    problems = []
+    for err in errors:
+        parts = (*where, *(str(part) for part in err["loc"]))
+        inner = getattr(err.get("ctx", {}).get("error"), _FIELD_ERRORS, None)
+        if inner is not None:  # a section built from its variables
+            problems.append(_describe(inner, env=env, where=parts))
+            continue
+        name = "__".join(parts).upper() if env else ".".join(parts)
+        problems.append(f"{name}{_shown(name, err.get('input'))}: {_reason(err['msg'])}")
+    return "; ".join(problems)
+
+
+def _shown(name: str, value: object) -> str:
+    """``=<value>`` for the message, unless it may hold a secret."""
+    if "PASSWORD" in name.upper() or isinstance(value, dict | SecretStr):
+        return ""
+    text = str(value)
+    if "@" in text or "://" in text or len(text) > 100:
+        return ""  # a URL with credentials, or something long: name it, do not echo it
+    return f"={value!r}"
+
+
+def _reason(message: str) -> str:
+    return message.removeprefix("Value error, ")

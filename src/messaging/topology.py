@@ -6,6 +6,7 @@ and a mismatch with what already exists on the broker can be explained.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -66,12 +67,23 @@ def dlq_name(queue: str) -> str:
     return f"{queue}.dlq"
 
 
+_NAME_CHARACTERS = re.compile(r"[a-zA-Z0-9\-_.:@#,/+ ]*")
+"""What AMQP 0-9-1 allows in exchange and queue names (the client refuses the rest)."""
+
+
 def validate_name(kind: str, name: str) -> None:
     """Reject a name the broker would refuse, before anything is declared."""
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"{kind} name must be a non-empty string, got {name!r}")
     if len(name.encode()) > 255:
         raise ConfigurationError(f"{kind} name {name[:40]!r}... is over 255 bytes; shorten it")
+    if not _NAME_CHARACTERS.fullmatch(name):
+        bad = sorted({c for c in name if not _NAME_CHARACTERS.fullmatch(c)})
+        raise ConfigurationError(
+            f"{kind} name {name!r} has characters AMQP does not allow in exchange and queue "
+            f"names ({' '.join(repr(c) for c in bad)}); use ASCII letters, digits and - _ . : "
+            f"@ # , / + or space"
+        )
     if name.startswith("amq."):
         raise ConfigurationError(
             f"{kind} name {name!r} starts with 'amq.', which the broker reserves; pick another"

@@ -48,6 +48,7 @@ from messaging.wiretext import printable
 log = logging.getLogger("messaging.subscriber")
 
 DEFAULT_MAX_REDELIVERIES = 10
+MAX_PREFETCH = 65535
 
 MessageClassLookup = Callable[[str], "type[ProtoMessage] | None"]
 Handling = tuple[logcontext.Bound, Any, float]
@@ -112,8 +113,15 @@ class Consumer:
             raise ConfigurationError("routing_keys is empty: give at least one pattern to bind")
         for pattern in routing_keys:
             validate_binding_pattern(pattern)
-        if not isinstance(prefetch_count, int) or prefetch_count < 1:
-            raise ConfigurationError(f"prefetch_count must be an int >= 1, got {prefetch_count!r}")
+        if (
+            not isinstance(prefetch_count, int)
+            or isinstance(prefetch_count, bool)
+            or not 1 <= prefetch_count <= MAX_PREFETCH
+        ):
+            raise ConfigurationError(
+                f"prefetch_count must be an int from 1 to {MAX_PREFETCH} (AMQP carries it in "
+                f"16 bits), got {prefetch_count!r}"
+            )
         validate_name("agent", agent_name)
         self.pool = pool
         self.agent_name = agent_name
