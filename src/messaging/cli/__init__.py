@@ -1,49 +1,55 @@
 """The ``chimera-bus`` command: status, live traffic, publishing and dead letters.
 
-Broker settings come from ``RABBITMQ__*`` (see :func:`messaging.config.load_config`);
-every command that names an exchange takes ``--exchange`` (env
-``CHIMERA_EXCHANGE``, default ``chimera.events``). Exit codes: 0 fine, 1 the
-command found something wrong or could not do all of it, 2 it could not run.
+The CLI's own dependencies (typer, rich) come with the ``cli`` extra,
+``pip install 'chimera-messaging[cli]'``: an agent never needs them. This
+module imports none of them, so that ``chimera-bus`` without the extra says
+what to install instead of failing with a traceback. The commands live in
+:mod:`messaging.cli._app`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
-from messaging.cli import dlq, status, tail
-from messaging.cli import publish as publish_cmd
-from messaging.cli._broker import configure_logging
-from messaging.cli.demo import demo
-
-app = typer.Typer(
-    name="chimera-bus",
-    help="Operate the Chimera message bus: is it up, what is failing, where are the failed "
-    "messages, and put them back. Broker settings come from RABBITMQ__* variables.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
+EXTRA = "cli"
+INSTALL_HINT = f"pip install 'chimera-messaging[{EXTRA}]'"
+# What the cli extra brings (and what those bring); a missing one means the extra is missing.
+_EXTRA_MODULES = frozenset({"typer", "rich", "click", "shellingham", "pygments", "markdown_it"})
 
 
-@app.callback()
-def _options(
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show the library's log lines.")
-    ] = False,
-) -> None:
-    configure_logging(verbose)
-
-
-app.command("status", help=status.HELP)(status.status)
-app.command("tail", help=tail.HELP)(tail.tail)
-app.command("publish", help=publish_cmd.HELP)(publish_cmd.publish)
-app.add_typer(dlq.app, name="dlq")
-app.command("demo")(demo)
+def missing_extra(exc: ModuleNotFoundError) -> bool:
+    return (exc.name or "").partition(".")[0] in _EXTRA_MODULES
 
 
 def main() -> None:
+    """The ``chimera-bus`` entry point."""
+    try:
+        from messaging.cli._app import app
+    except ModuleNotFoundError as exc:
+        if not missing_extra(exc):
+            raise
+        sys.stderr.write(
+            f"error: chimera-bus needs the {EXTRA!r} extra (module {exc.name!r} is not "
+            f"installed). Install it with: {INSTALL_HINT}\n"
+        )
+        raise SystemExit(2) from None
     app()
 
 
-__all__ = ["app", "main"]
+def __getattr__(name: str) -> Any:
+    # ``from messaging.cli import app`` keeps working, imported only when asked for.
+    if name == "app":
+        from messaging.cli._app import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    app: typer.Typer
+
+__all__ = ["EXTRA", "INSTALL_HINT", "app", "main"]

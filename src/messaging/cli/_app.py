@@ -1,0 +1,45 @@
+"""The ``chimera-bus`` commands, registered on one typer app.
+
+Broker settings come from ``RABBITMQ__*`` (see :func:`messaging.config.load_config`);
+every command that names an exchange takes ``--exchange`` (env
+``CHIMERA_EXCHANGE``, default ``chimera.events``). Exit codes: 0 fine, 1 the
+command found something wrong or could not do all of it, 2 it could not run.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from messaging.cli import dlq, status, tail
+from messaging.cli import publish as publish_cmd
+from messaging.cli._broker import configure_logging
+from messaging.cli.demo import demo
+
+app = typer.Typer(
+    name="chimera-bus",
+    help="Operate the Chimera message bus: is it up, what is failing, where are the failed "
+    "messages, and put them back. Broker settings come from RABBITMQ__* variables.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the library's log lines.")
+    ] = False,
+) -> None:
+    configure_logging(verbose)
+
+
+app.command("status", help=status.HELP)(status.status)
+app.command("tail", help=tail.HELP)(tail.tail)
+app.command("publish", help=publish_cmd.HELP)(publish_cmd.publish)
+app.add_typer(dlq.app, name="dlq")
+app.command("demo")(demo)
+
+
+__all__ = ["app"]
