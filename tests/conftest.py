@@ -1,4 +1,4 @@
-"""Fixtures shared by every test that talks to the real broker."""
+"""Fixtures shared by the tests that talk to the real broker, and the rule for when they may run."""
 
 from __future__ import annotations
 
@@ -107,10 +107,35 @@ def raw() -> Iterator[RawBroker]:
     broker.close()
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if not broker_is_up():
-        pytest.exit(
-            f"RabbitMQ is not answering on {BROKER[0]}:{BROKER[1]}; start it with "
-            "`rabbitmq-server -detached && rabbitmqctl await_startup` (.ci/run does this)",
-            returncode=3,
+BROKER_SUITES = ("integration", "faults")
+
+
+def needs_broker(item: pytest.Item) -> bool:
+    """Tests under tests/integration and tests/faults, and any marked ``rabbitmq``."""
+    parts = item.path.parts
+    in_broker_suite = "tests" in parts and any(suite in parts for suite in BROKER_SUITES)
+    return in_broker_suite or item.get_closest_marker("rabbitmq") is not None
+
+
+_broker_up: bool | None = None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test that needs RabbitMQ FAILS when it is down: never a silent skip.
+
+    The unit tests and the memory rows of tests/conformance need no broker
+    and run anyway (``pytest tests/unit tests/conformance -m "not rabbitmq"``).
+    """
+    global _broker_up
+    if not needs_broker(item):
+        return
+    if _broker_up is None:
+        _broker_up = broker_is_up()
+    if not _broker_up:
+        pytest.fail(
+            f"RabbitMQ is not answering on {BROKER[0]}:{BROKER[1]}, and this test needs it; "
+            "start it with `rabbitmq-server -detached && rabbitmqctl await_startup` (or "
+            "`scripts/rabbit-node start NAME PORT`), or run only the tests that need no "
+            'broker: pytest tests/unit tests/conformance -m "not rabbitmq"',
+            pytrace=False,
         )
