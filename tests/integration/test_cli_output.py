@@ -209,6 +209,9 @@ def test_configuration_errors_exit_2_with_one_line_and_no_secret() -> None:
         {"RABBITMQ__PORT": "not-a-port", "RABBITMQ__PASSWORD": "s3cret-pw"},
         {"RABBITMQ__PORT": "99999", "RABBITMQ__PASSWORD": "s3cret-pw"},
         {"RABBITMQ__HEARTBEAT": "-1", "RABBITMQ__PASSWORD": "s3cret-pw"},
+        {"RABBITMQ__HOST": "", "RABBITMQ__PASSWORD": "s3cret-pw"},
+        {"RABBITMQ__HOST": "amqp://bob:s3cret-pw@rabbit:5672/"},
+        {"RABBITMQ": "{not json, s3cret-pw"},
     ):
         done = subprocess.run(
             [sys.executable, "-c", "from messaging.cli import main; main()", "status"],
