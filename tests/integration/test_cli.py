@@ -8,6 +8,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import pika
+import pika.exceptions
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -391,3 +393,72 @@ def _demo_installed() -> bool:
 def test_demo_runs_the_pipeline() -> None:
     result = cli("demo", "--questions", "What is the ZEC price?")
     assert result.exit_code == 0, result.output
+
+
+# -- queue delete -----------------------------------------------------------------
+
+
+def queue_exists(name: str) -> bool:
+    """A passive declare on a connection of its own (a miss closes the channel)."""
+    connection = pika.BlockingConnection(pika.ConnectionParameters(*broker_env.BROKER))
+    try:
+        connection.channel().queue_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def test_queue_delete_removes_the_family_after_asking(raw: RawBroker, names: Names) -> None:
+    queue, neighbour = names.queue("old_name"), names.queue("old_name2")
+    family = [queue, f"{queue}.dlq", f"{queue}.retry.1", f"{queue}.retry.2"]
+    names.queues.update(family)
+    for name in [*family, neighbour, f"{queue}.retry.4"]:  # .retry.4: not in the ladder
+        names.queues.add(name)
+        raw.channel.queue_declare(name, durable=True)
+    raw.publish("", queue, b"old work")
+    raw.publish("", f"{queue}.dlq", b"old dead letter")
+    wait_for(lambda: raw.depth(queue) == 1 and raw.depth(f"{queue}.dlq") == 1, what="messages")
+
+    declined = cli("queue", "delete", queue, input="n\n")
+    assert declined.exit_code != 0
+    assert "Delete these 4 queue(s) and the 2 message(s)" in declined.output
+    for name in family:
+        assert name in declined.output
+    assert raw.depth(queue) == 1  # nothing deleted
+
+    deleted = cli("queue", "delete", queue, input="y\n")
+    assert deleted.exit_code == 0, deleted.output
+    assert f"deleted {queue} (1 message(s))" in deleted.output
+    assert f"deleted {queue}.dlq (1 message(s))" in deleted.output
+    remaining = {name for name in [*family, neighbour, f"{queue}.retry.4"] if queue_exists(name)}
+    assert remaining == {neighbour, f"{queue}.retry.4"}
+
+    again = cli("queue", "delete", queue, "--yes")
+    assert again.exit_code == 2
+    assert "does not exist" in again.output
+
+
+def test_queue_delete_refuses_a_queue_in_use_and_a_dlq_name(
+    pool: ConnectionPool, raw: RawBroker, names: Names
+) -> None:
+    exchange, queue = names.exchange, names.queue()
+    sub = Recorder(pool, exchange=exchange, queue=queue, routing_keys=["#"]).run_in_thread()
+    try:
+        busy = cli("queue", "delete", queue, "--yes")
+    finally:
+        sub.stop_and_join()
+    assert busy.exit_code == 2
+    assert "still has consumers" in busy.output
+    assert queue_exists(queue)
+
+    by_dlq = cli("queue", "delete", f"{queue}.dlq", "--yes")
+    assert by_dlq.exit_code == 2
+    assert "give the work queue's name" in by_dlq.output
+
+    gone = cli("queue", "delete", queue, "--yes")  # its subscriber has stopped
+    assert gone.exit_code == 0, gone.output
+    assert not queue_exists(queue)
+    assert not queue_exists(f"{queue}.dlq")
