@@ -16,7 +16,7 @@ from google.protobuf import message as _pb_message
 from google.protobuf.message import Message
 
 from messaging.errors import DecodeError, InvalidMessageError
-from messaging.generated import messages_pb2
+from messaging.generated import messages_pb2  # noqa: F401  (registers our types by name)
 
 __all__ = [
     "CONTENT_TYPE",
@@ -70,8 +70,9 @@ def message_class_for(full_name: str) -> type[Message]:
     except (KeyError, TypeError):
         raise DecodeError(
             f"unknown message type {full_name!r}: no protobuf message of that name is "
-            f"registered (ours: {', '.join(_known_types())}). Import the module that "
-            f"defines it, or check the sender's `type` property."
+            f"registered (known: {', '.join(_known_types())}). Load the module that "
+            f"defines it (the CLI's --import shop.orders_pb2, or "
+            f"messaging.schemas.load_message_types), or check the sender's `type` property."
         ) from None
     return message_factory.GetMessageClass(descriptor)
 
@@ -120,4 +121,6 @@ def _not_a_message(value: object) -> str:
 
 
 def _known_types() -> list[str]:
-    return sorted(d.full_name for d in messages_pb2.DESCRIPTOR.message_types_by_name.values())
+    from messaging.schemas import message_types  # the bus's own and every loaded one
+
+    return list(message_types())

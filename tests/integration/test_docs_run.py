@@ -101,11 +101,14 @@ def vhost() -> Iterator[str]:
     rabbitmqctl("delete_vhost", name)
 
 
-def argv_for(block: Block, path: Path) -> list[str]:
+def argv_for(block: Block, name: str) -> list[str]:
+    """How a user runs the block saved as ``name`` (relative to the working directory)."""
     if block.language == "python":
-        return [sys.executable, path.name]
+        if "/" in name:  # a module of the user's package: run as `python -m shop.desk`
+            return [sys.executable, "-m", name.removesuffix(".py").replace("/", ".")]
+        return [sys.executable, name]
     if block.language == "bash":
-        return ["bash", "-euo", "pipefail", path.name]
+        return ["bash", "-euo", "pipefail", name]
     raise AssertionError(f"{block.where}: cannot run a {block.language!r} block")
 
 
@@ -126,12 +129,13 @@ def test_every_block_runs_as_written(document: str, vhost: str, tmp_path: Path) 
         for index, block in enumerate(blocks(ROOT / document)):
             if block.mode is None:
                 continue  # unmarked non-Python blocks; test_docs_blocks checks the Python ones
-            path = tmp_path / block.file_name(index)
+            name = block.file_name(index)
+            path = tmp_path / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(block.code, encoding="utf-8")
             if block.mode == "file":
                 continue
-            program = Program(block, argv_for(block, path), tmp_path, env)
+            program = Program(block, argv_for(block, name), tmp_path, env)
             ran += 1
             if block.mode == "background":
                 background.append(program)

@@ -1,7 +1,7 @@
-# Python bindings of proto/messages.proto (package chimera.v1).
+# Python bindings of messages.proto beside this file (package chimera.v1).
 #
 # messages_pb2.py and messages_pb2.pyi are generated: never edit them by hand.
-# After changing proto/messages.proto, regenerate with
+# After changing messages.proto (proto/messages.proto links to it), regenerate with
 #
 #     python scripts/generate_protos.py
 #
