@@ -79,7 +79,9 @@ def unique_name(kind: str, work: str, impl: str) -> str:
     return f"bench.{kind}.{work}.{safe}.{uuid.uuid4().hex[:12]}"
 
 
-def make_context(work: str, impl: str, messages: int, prefetch: int) -> BenchContext:
+def make_context(
+    work: str, impl: str, messages: int, prefetch: int, deadline_s: float = WORKER_DEADLINE_S
+) -> BenchContext:
     return BenchContext(
         work=work,
         impl=impl,
@@ -89,6 +91,7 @@ def make_context(work: str, impl: str, messages: int, prefetch: int) -> BenchCon
         exchange=unique_name("x", work, impl),
         queue=unique_name("q", work, impl),
         routing_key=f"bench.{work}",
+        deadline_s=deadline_s,
     )
 
 

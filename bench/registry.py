@@ -28,7 +28,7 @@ import importlib.util
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from common import BenchContext, Sample, declare, delete, prefill
+from common import WORKER_DEADLINE_S, BenchContext, Sample, declare, delete, prefill
 
 SyncWork = Callable[[BenchContext], Sample]
 AsyncWork = Callable[[BenchContext], Awaitable[Sample]]
@@ -39,9 +39,13 @@ IMPL_MODULES: tuple[str, ...] = (
     "impl_pika",
     "impl_aiopika",
     "impl_aiormq",
+    "impl_amqplib",
     "impl_bus",
     "impl_bus_aio",
+    "impl_bus_soak",
 )
+
+SOAK_DEADLINE_S = 3600.0  # the soak row runs outside the per-row deadline
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,11 @@ class Row:
     """One line of DESIGN.md's "What good is measured against" table."""
 
     name: str
-    kind: str  # "publish" | "consume" | "rpc"
+    kind: str  # "publish" | "consume" | "rpc" | "soak"
     prefetch: int
     default_messages: int
     description: str
+    deadline_s: float = WORKER_DEADLINE_S
 
     @property
     def latency(self) -> bool:
@@ -66,6 +71,14 @@ ROWS: dict[str, Row] = {
         Row("consume100", "consume", 100, 10_000, "consume + ack, prefetch 100, pre-filled queue"),
         Row("consume1", "consume", 1, 3_000, "consume + ack, prefetch 1, pre-filled queue"),
         Row("rpc", "rpc", 0, 1_000, "request/response round trip, sequential, direct reply-to"),
+        Row(
+            "soak",
+            "soak",
+            100,
+            1_000_000,
+            "RSS over N consumed and N/10 requests (1 % timing out)",
+            deadline_s=SOAK_DEADLINE_S,
+        ),
     )
 }
 
@@ -83,6 +96,7 @@ class Impl:
     raw: bool  # a raw client (the yardstick) rather than the bus
     prepare: Hook = default_prepare
     cleanup: Hook = delete
+    anchor: bool = False  # the cross-language anchor (Node amqplib): its own ratio column
 
 
 # row name -> implementation name -> Impl, in registration order
@@ -104,11 +118,16 @@ def register(
     raw: bool = True,
     prepare: Hook = default_prepare,
     cleanup: Hook = delete,
+    anchor: bool = False,
 ) -> Callable[[SyncWork], SyncWork]:
-    """Register a blocking work function for the given rows."""
+    """Register a blocking work function for the given rows.
+
+    ``anchor=True`` (with ``raw=False``) marks the cross-language anchor: it is
+    not a raw Python client, so never "best raw", and gets a ratio column of its own.
+    """
 
     def deco(fn: SyncWork) -> SyncWork:
-        _add(Impl(name, fn, raw, prepare, cleanup), rows)
+        _add(Impl(name, fn, raw, prepare, cleanup, anchor), rows)
         return fn
 
     return deco

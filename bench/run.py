@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -24,11 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import WORKER_DEADLINE_S, Sample, make_context
+from common import Sample, make_context
+from google.protobuf.internal import api_implementation
+from profiling import profiled
 from registry import REGISTRY, ROWS, Impl, load_all
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = "aio-pika"  # the second ratio column
+ANCHOR = "amqplib"  # the third: Node.js amqplib, the cross-language anchor
 WORKER_RETRIES = 1  # a failed worker is run once more (its failure is reported)
 RETRY_PAUSE_S = 5.0
 
@@ -42,6 +46,7 @@ class Result:
     samples: list[Sample]
     errors: list[str]
     retried: list[str] = field(default_factory=list)
+    anchor: bool = False
 
     def median(self, attr: str) -> float | None:
         values = [v for s in self.samples if (v := getattr(s, attr)) is not None]
@@ -53,10 +58,11 @@ def worker(impl_name: str, work: str, messages: int) -> int:
     load_all()
     impl: Impl = REGISTRY[work][impl_name]
     row = ROWS[work]
-    ctx = make_context(work, impl_name, messages, row.prefetch)
+    ctx = make_context(work, impl_name, messages, row.prefetch, row.deadline_s)
     try:
         impl.prepare(ctx)
-        sample = impl.run(ctx)
+        with profiled():  # a flame graph of the timed work, if BENCH_PROFILE_SVG is set
+            sample = impl.run(ctx)
     finally:
         impl.cleanup(ctx)
     print(json.dumps(sample.to_json()))
@@ -69,7 +75,7 @@ def run_worker(impl: str, work: str, messages: int) -> Sample | str:
     cmd += ["--messages", str(messages)]
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=WORKER_DEADLINE_S * 2, check=False
+            cmd, capture_output=True, text=True, timeout=ROWS[work].deadline_s * 2, check=False
         )
     except subprocess.TimeoutExpired:
         return "worker timed out"
@@ -97,7 +103,11 @@ def run_with_retry(impl: str, work: str, messages: int) -> tuple[Sample | str, l
 
 def measure(work: str, messages: int, repeat: int) -> list[Result]:
     impls = REGISTRY[work]
-    results = {name: Result(name, impl.raw, [], []) for name, impl in impls.items()}
+    results = {
+        name: Result(name, impl.raw, [], [], anchor=impl.anchor) for name, impl in impls.items()
+    }
+    if ROWS[work].kind == "soak":
+        repeat = 1  # minutes long, and it measures memory, not speed
     for r in range(repeat):
         for name in impls:
             print(f"  [{work} {r + 1}/{repeat}] {name} ...", end="", flush=True, file=sys.stderr)
@@ -129,21 +139,54 @@ def speed(result: Result, latency: bool) -> float | None:
     return result.median("rate")
 
 
+def soak_table(work: str, results: list[Result], messages: int) -> str:
+    """RSS at the end of warm-up, its peak afterwards, growth, per phase."""
+    lines = [
+        f"### {work}: {ROWS[work].description} (n={messages})",
+        "",
+        "| implementation | phase | done | timed out | rate/s | RSS warm MiB | RSS peak MiB "
+        "| RSS end MiB | growth | flat (<= 10 %) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        for s in r.samples:
+            n = s.notes
+            for phase, count, secs, rss, late in (
+                ("consume", n["consumed"], n["consume_seconds"], n["consume_rss"], "-"),
+                ("rpc", n["requests"], n["rpc_seconds"], n["rpc_rss"], n["timed_out"]),
+            ):
+                rate = f"{count / secs:,.0f}" if secs else "-"
+                flat = {True: "yes", False: "**NO**", None: "too few samples"}[rss.get("flat")]
+                lines.append(
+                    f"| **{r.impl}** | {phase} | {count:,} | {late} | {rate} "
+                    f"| {rss.get('rss_warm_mib', '-')} | {rss.get('rss_peak_mib', '-')} "
+                    f"| {rss.get('rss_end_mib', '-')} | {rss.get('growth', '-')} | {flat} |"
+                )
+    errors = [f"- {r.impl}: {e}" for r in results for e in sorted({*r.errors, *r.retried})]
+    if errors:
+        lines += ["", "errors:", *errors]
+    return "\n".join(lines)
+
+
 def table(work: str, results: list[Result], messages: int) -> str:
     row = ROWS[work]
+    if row.kind == "soak":
+        return soak_table(work, results, messages)
     lat = row.latency
     scored = [(r, speed(r, lat)) for r in results]
     raw_speeds = [s for r, s in scored if r.raw and s is not None]
     best_raw = max(raw_speeds) if raw_speeds else None
     best_name = next((r.impl for r, s in scored if r.raw and s == best_raw), "-")
     ref = next((s for r, s in scored if r.impl == REFERENCE), None)
+    anchor = next((s for r, s in scored if r.anchor), None)
 
     head = "p50 ms | p99 ms" if lat else "msg/s"
     lines = [
         f"### {work}: {row.description} (n={messages})",
         "",
-        f"| implementation | {head} | vs best raw ({best_name}) | vs {REFERENCE} | runs |",
-        "| --- | " + ("--- | --- |" if lat else "--- |") + " --- | --- | --- |",
+        f"| implementation | {head} | vs best raw ({best_name}) | vs {REFERENCE} | vs {ANCHOR} "
+        "| runs |",
+        "| --- | " + ("--- | --- |" if lat else "--- |") + " --- | --- | --- | --- |",
     ]
     for r, s in scored:
         if lat:
@@ -154,10 +197,11 @@ def table(work: str, results: list[Result], messages: int) -> str:
             figure = f"{rate:,.0f}" if rate is not None else "-"
         vs_best = s / best_raw if s is not None and best_raw else None
         vs_ref = s / ref if s is not None and ref else None
+        vs_anchor = s / anchor if s is not None and anchor else None
         runs = f"{len(r.samples)}" + (f" ({len(r.errors)} failed)" if r.errors else "")
         runs += f" ({len(r.retried)} retried)" if r.retried else ""
-        name = r.impl if r.raw else f"**{r.impl}**"
-        ratios = f"{_fmt_ratio(vs_best)} | {_fmt_ratio(vs_ref)}"
+        name = r.impl if r.raw else f"_{r.impl} (Node)_" if r.anchor else f"**{r.impl}**"
+        ratios = f"{_fmt_ratio(vs_best)} | {_fmt_ratio(vs_ref)} | {_fmt_ratio(vs_anchor)}"
         lines.append(f"| {name} | {figure} | {ratios} | {runs} |")
     errors = [f"- {r.impl}: {e}" for r in results for e in sorted({*r.errors, *r.retried})]
     if errors:
@@ -195,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "python": platform.python_version(),
         "machine": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "protobuf_backend": api_implementation.Type(),  # "upb" expected (C, fast)
         "repeat": args.repeat,
         "unavailable": unavailable,
         "rows": {},
@@ -210,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "impl": r.impl,
                     "raw": r.raw,
+                    "anchor": r.anchor,
                     "median_rate": r.median("rate"),
                     "median_p50_ms": r.median("p50_ms"),
                     "median_p99_ms": r.median("p99_ms"),
@@ -222,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         }
     report["seconds"] = round(time.monotonic() - t0, 1)
 
-    print(f"# bench {report['started']}  ({report['command']}, {report['seconds']} s)\n")
+    load = "/".join(f"{x:.1f}" for x in report["load_average"])
+    print(
+        f"# bench {report['started']}  ({report['command']}, {report['seconds']} s, load "
+        f"average at the start {load}, protobuf backend {report['protobuf_backend']})\n"
+    )
     print("\n\n".join(tables))
     if unavailable:
         print("\nnot measured: " + "; ".join(f"{m} ({why})" for m, why in unavailable.items()))
