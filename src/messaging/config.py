@@ -120,6 +120,12 @@ class MonitoringConfig(_Checked):
     http_host: str = Field(
         default="127.0.0.1", description="Address the endpoint listens on (0.0.0.0: all)."
     )
+    http_max_connections: int = Field(
+        default=32, ge=1, description="Clients the endpoint serves at once; more get a 503."
+    )
+    http_request_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds a client has to send its request and read."
+    )
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

@@ -12,7 +12,14 @@ the pool's own event loop:
   and every watched subscriber is consuming, checked against the broker (its
   consumer count on the queue, by passive declare), not just our own flag.
   The answer is cached for :data:`READY_CACHE_SECONDS`; the body is JSON and
-  says what is not ready.
+  says what is not ready, but never who or where: no user names, hosts or
+  broker error texts go to an unauthenticated client (those are in
+  ``pool.health()`` and ``chimera-bus status``).
+
+The server is bounded: at most ``max_connections`` clients at once (more are
+answered 503 and closed at once), and each request must arrive whole within
+``request_timeout`` seconds, so idle or half-sent requests cannot pile up
+threads. A client that hangs up is logged at DEBUG.
 
 Passive declares go through a channel of their own: a missing queue makes the
 broker close the channel it was asked on, and that must never be a channel
@@ -26,6 +33,8 @@ import concurrent.futures
 import contextlib
 import json
 import logging
+import socket
+import sys
 import threading
 import time
 from collections.abc import Coroutine
@@ -54,6 +63,12 @@ PROBE_TIMEOUT = 2.0
 """Longest one question to the broker (or one ping of the IO loop) may take."""
 READY_CACHE_SECONDS = 1.0
 """A scrape storm on /readyz asks the broker at most once per this many seconds."""
+MAX_CONNECTIONS = 32
+"""Clients served at once (one thread each); more are answered 503 and closed.
+``MONITORING__HTTP_MAX_CONNECTIONS``."""
+REQUEST_TIMEOUT = 5.0
+"""Seconds a client has to send its whole request and read the answer.
+``MONITORING__HTTP_REQUEST_TIMEOUT``."""
 
 
 class Watchable(Protocol):
@@ -87,10 +102,14 @@ class Readiness:
     subscribers: list[SubscriberState] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """What ``/readyz`` shows anyone who asks: states, no user names, hosts or errors."""
         return {
             "status": "ready" if self.ready else "not ready",
             "problems": self.problems,
-            "connections": {name: asdict(h) for name, h in self.connections.items()},
+            "connections": {
+                name: {"connected": h.connected, "blocked": h.blocked}
+                for name, h in self.connections.items()
+            },
             "subscribers": [asdict(s) for s in self.subscribers],
         }
 
@@ -182,9 +201,17 @@ class HealthServer:
         host: str = "127.0.0.1",
         port: int = 0,
         ready_cache_seconds: float = READY_CACHE_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
+        if max_connections < 1:
+            raise ConfigurationError(f"max_connections must be >= 1, got {max_connections!r}")
+        if not request_timeout > 0:
+            raise ConfigurationError(f"request_timeout must be > 0, got {request_timeout!r}")
         self.pool = pool.aio if isinstance(pool, ConnectionPool) else pool
         self.host = host
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
         self._requested_port = port
         self.runner = LoopRunner(_loop_of(pool))
         self.probe = BrokerProbe(self.pool, self.runner)
@@ -202,7 +229,9 @@ class HealthServer:
     def start(self) -> HealthServer:
         if self._httpd is not None:
             return self
-        httpd = _HTTPServer((self.host, self._requested_port), _Handler)
+        httpd = _HTTPServer(
+            (self.host, self._requested_port), self.max_connections, self.request_timeout
+        )
         httpd.health = self
         self._httpd = httpd
         self._thread = threading.Thread(
@@ -305,10 +334,9 @@ class HealthServer:
     def _check(self) -> Readiness:
         health = self.pool.health()
         connections = {"publish": health.publishing, "consume": health.consuming}
+        # No error texts here: they name users and hosts (pool.health() has them).
         problems = [
-            f"{name} connection is down" + (f": {h.last_error}" if h.last_error else "")
-            for name, h in connections.items()
-            if not h.connected
+            f"{name} connection is down" for name, h in connections.items() if not h.connected
         ]
         subscribers = [
             self._check_subscriber(sub, health.consuming.connected, problems)
@@ -328,7 +356,8 @@ class HealthServer:
             try:
                 count = self.probe.consumer_count(queue)
             except Exception as exc:
-                problems.append(f"could not ask the broker about {queue}: {_describe(exc)}")
+                log.warning("readiness: could not ask the broker about %s: %s", queue, exc)
+                problems.append(f"could not ask the broker about {queue}")
             else:
                 if count < 1:
                     problems.append(f"the broker counts no consumer on {queue} ({agent})")
@@ -346,14 +375,111 @@ class _DLQProbe:
         return self._probe.message_count(self._dlq)
 
 
+_BUSY_BODY = b'{"error": "too many open connections"}\n'
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_BUSY_BODY)
+) + _BUSY_BODY
+_DISCONNECTS = (ConnectionError, TimeoutError)
+"""What a client hanging up (or never finishing its request) looks like to a handler."""
+
+
 class _HTTPServer(ThreadingHTTPServer):
+    """A thread per client, but never more than ``max_connections`` of them."""
+
     daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128  # the listen backlog: take clients in, to serve or refuse them
     health: HealthServer
+
+    def __init__(
+        self, address: tuple[str, int], max_connections: int, request_timeout: float
+    ) -> None:
+        super().__init__(address, _Handler)
+        self.request_timeout = request_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._max_connections = max_connections
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.debug(
+                "health endpoint: %d connections open; refusing one more",
+                self._max_connections,
+            )
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, _DISCONNECTS):
+            log.debug("health endpoint: client went away (%s)", _describe(error))
+            return
+        log.error("health endpoint: a request failed", exc_info=error)
+
+
+class _DeadlineReader:
+    """The request stream, with one deadline for the whole request.
+
+    A socket timeout alone bounds each read, so a client sending a byte every
+    few seconds would keep its thread for ever; here each read may only use
+    what is left of ``timeout`` since the request began.
+    """
+
+    def __init__(self, raw: Any, sock: socket.socket, timeout: float) -> None:
+        self._raw = raw
+        self._sock = sock
+        self._deadline = time.monotonic() + timeout
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)
+
+    def readline(self, size: int = -1) -> bytes:
+        self._arm()
+        line: bytes = self._raw.readline(size)
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        self._arm()
+        data: bytes = self._raw.read(size)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     server_version = "chimera-health"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.request_timeout)  # bounds writing the answer too
+        self.rfile = _DeadlineReader(  # type: ignore[assignment]
+            self.rfile, self.connection, self.server.request_timeout
+        )
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except _DISCONNECTS as exc:
+            log.debug("health endpoint: client went away (%s)", _describe(exc))
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
@@ -371,9 +497,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(ok, readiness.to_json())
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {path}"})
-        except Exception as exc:  # an endpoint must answer, never hang up
+        except _DISCONNECTS:
+            raise  # the client hung up: nothing to answer (handle() logs it at DEBUG)
+        except Exception:  # an endpoint must answer, never hang up
             log.exception("health endpoint %s failed", path)
-            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": _describe(exc)})
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (logged)"})
 
     def _metrics(self) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
@@ -431,7 +559,13 @@ def serve_from_config(
         monitoring = (settings if settings is not None else load_config()).monitoring
         if monitoring.http_port is None:
             return None
-        _server = HealthServer(pool, host=monitoring.http_host, port=monitoring.http_port).start()
+        _server = HealthServer(
+            pool,
+            host=monitoring.http_host,
+            port=monitoring.http_port,
+            max_connections=monitoring.http_max_connections,
+            request_timeout=monitoring.http_request_timeout,
+        ).start()
         return _server
 
 
