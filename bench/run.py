@@ -157,10 +157,11 @@ def soak_table(work: str, results: list[Result], messages: int) -> str:
             ):
                 rate = f"{count / secs:,.0f}" if secs else "-"
                 flat = {True: "yes", False: "**NO**", None: "too few samples"}[rss.get("flat")]
+                growth = f"{rss['growth'] * 100:+.1f} %" if "growth" in rss else "-"
                 lines.append(
                     f"| **{r.impl}** | {phase} | {count:,} | {late} | {rate} "
                     f"| {rss.get('rss_warm_mib', '-')} | {rss.get('rss_peak_mib', '-')} "
-                    f"| {rss.get('rss_end_mib', '-')} | {rss.get('growth', '-')} | {flat} |"
+                    f"| {rss.get('rss_end_mib', '-')} | {growth} | {flat} |"
                 )
     errors = [f"- {r.impl}: {e}" for r in results for e in sorted({*r.errors, *r.retried})]
     if errors:
