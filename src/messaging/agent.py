@@ -14,6 +14,7 @@ from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
 from messaging.context import Context, ContextStore
 from messaging.subscriber import EventSubscriber
+from messaging.topology import Overflow
 
 
 class BaseAgent(EventSubscriber):
@@ -51,6 +52,9 @@ class BaseAgent(EventSubscriber):
         retry_delays: Sequence[float] = (),
         permanent_errors: tuple[type[BaseException], ...] = (),
         max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
+        max_length: int | None = None,
+        max_length_bytes: int | None = None,
+        overflow: Overflow | None = None,
     ) -> None:
         self.agent = AgentCore(
             connection_pool.aio,
@@ -70,6 +74,9 @@ class BaseAgent(EventSubscriber):
             retry_delays=retry_delays,
             permanent_errors=permanent_errors,
             max_redeliveries=max_redeliveries,
+            max_length=max_length,
+            max_length_bytes=max_length_bytes,
+            overflow=overflow,
         )
         self._portal = Portal.get()
         require_handler(self, BaseAgent, routing_keys)

@@ -25,6 +25,7 @@ from messaging.aio.acks import Outcome, Settler
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
+from messaging.topology import Overflow
 from messaging.transport import Delivery
 
 log = logging.getLogger("messaging.subscriber")
@@ -45,6 +46,13 @@ class EventSubscriber(ABC):
     ``max_redeliveries`` times (its consumers keep dying while holding it;
     ``None`` turns the count off). Every failure is logged with its
     correlation id and consuming goes on.
+
+    ``max_length`` (messages) and ``max_length_bytes`` (bodies) bound the work
+    queue; ``overflow`` says what a full queue does: ``"reject-publish"`` (the
+    default) nacks new messages, so ``publish()`` raises and nothing queued is
+    lost; ``"drop-head"`` makes room by dead-lettering the oldest message to
+    the DLQ, and the publisher is not told
+    (:func:`messaging.topology.queue_limit_arguments`).
     """
 
     # Agents may be send-only (routing_keys=[]); a plain subscriber must consume something.
@@ -62,6 +70,9 @@ class EventSubscriber(ABC):
         retry_delays: Sequence[float] = (),
         permanent_errors: tuple[type[BaseException], ...] = (),
         max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
+        max_length: int | None = None,
+        max_length_bytes: int | None = None,
+        overflow: Overflow | None = None,
     ) -> None:
         self.connection_pool = connection_pool
         self.agent_name = agent_name
@@ -77,6 +88,9 @@ class EventSubscriber(ABC):
             permanent_errors=permanent_errors,
             max_redeliveries=max_redeliveries,
             send_only_allowed=self._send_only_allowed,
+            max_length=max_length,
+            max_length_bytes=max_length_bytes,
+            overflow=overflow,
         )
         self._portal = Portal.get()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()

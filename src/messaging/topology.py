@@ -90,6 +90,64 @@ def validate_name(kind: str, name: str) -> None:
         )
 
 
+Overflow = Literal["reject-publish", "drop-head"]
+OVERFLOW_MODES: tuple[Overflow, ...] = ("reject-publish", "drop-head")
+DEFAULT_OVERFLOW: Overflow = "reject-publish"
+
+
+def queue_limit_arguments(
+    max_length: int | None = None,
+    max_length_bytes: int | None = None,
+    overflow: str | None = None,
+    *,
+    queue_type: str = "classic",
+) -> dict[str, Any]:
+    """The work queue's ``x-max-length``/``x-max-length-bytes``/``x-overflow``, checked.
+
+    With a limit, ``overflow`` says what happens when the queue is full:
+
+    - ``"reject-publish"`` (the default here): the broker refuses new messages
+      and the publisher gets a nack (``publish()`` raises
+      :class:`~messaging.errors.PublishNackedError`). Nothing already queued
+      is lost; the publisher must retry or give up.
+    - ``"drop-head"`` (the broker's own default): the oldest message makes
+      room. On a classic queue it is dead-lettered to ``<queue>.dlq``
+      (at-most-once: if that fails it is gone); the publisher is never told.
+
+    Quorum queues dead-letter at-least-once only with ``reject-publish``, so
+    anything else is refused there.
+    """
+    arguments: dict[str, Any] = {}
+    for name, value, key in (
+        ("max_length", max_length, "x-max-length"),
+        ("max_length_bytes", max_length_bytes, "x-max-length-bytes"),
+    ):
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigurationError(f"{name} must be an int >= 1 (or None), got {value!r}")
+        arguments[key] = value
+    if not arguments:
+        if overflow is not None:
+            raise ConfigurationError(
+                f"overflow={overflow!r} needs max_length or max_length_bytes: without a limit "
+                f"the queue never overflows"
+            )
+        return arguments
+    mode = DEFAULT_OVERFLOW if overflow is None else overflow
+    if mode not in OVERFLOW_MODES:
+        raise ConfigurationError(
+            f"overflow must be one of {', '.join(map(repr, OVERFLOW_MODES))}, got {overflow!r}"
+        )
+    if queue_type == "quorum" and mode != "reject-publish":
+        raise ConfigurationError(
+            f"overflow={mode!r} on a quorum queue would drop messages or dead-letter them "
+            f"at-most-once; quorum queues here take only overflow='reject-publish'"
+        )
+    arguments["x-overflow"] = mode
+    return arguments
+
+
 def retry_queue_name(queue: str, attempt: int) -> str:
     return f"{queue}.retry.{attempt}"
 

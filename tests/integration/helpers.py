@@ -38,7 +38,9 @@ class Recorder(EventSubscriber):
         classes: dict[str, type[ProtoMessage]] | None = None,
         fail_on: Sequence[str] = (),
         handler_delay: float = 0.0,
+        **options: Any,
     ) -> None:
+        """``options``: any other EventSubscriber keyword (max_length, retry_delays, ...)."""
         self.classes = classes
         self.fail_on = set(fail_on)
         self.handler_delay = handler_delay
@@ -52,6 +54,7 @@ class Recorder(EventSubscriber):
             queue_name=queue,
             routing_keys=list(routing_keys),
             prefetch_count=prefetch_count,
+            **options,
         )
 
     def get_message_class(self, routing_key: str) -> type[ProtoMessage]:

@@ -21,6 +21,7 @@ from messaging.aio.subscriber import AsyncEventSubscriber
 from messaging.context import Context, ContextStore, InMemoryContextStore
 from messaging.errors import ConfigurationError
 from messaging.routing import RoutingTable
+from messaging.topology import Overflow
 
 DEFAULT_CONTEXT_TTL = 300.0
 
@@ -174,6 +175,9 @@ class AsyncBaseAgent(AsyncEventSubscriber):
         retry_delays: Sequence[float] = (),
         permanent_errors: tuple[type[BaseException], ...] = (),
         max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
+        max_length: int | None = None,
+        max_length_bytes: int | None = None,
+        overflow: Overflow | None = None,
     ) -> None:
         self.agent = AgentCore(
             connection_pool,
@@ -193,6 +197,9 @@ class AsyncBaseAgent(AsyncEventSubscriber):
             retry_delays=retry_delays,
             permanent_errors=permanent_errors,
             max_redeliveries=max_redeliveries,
+            max_length=max_length,
+            max_length_bytes=max_length_bytes,
+            overflow=overflow,
         )
         require_handler(self, AsyncBaseAgent, routing_keys)
 

@@ -39,7 +39,13 @@ from messaging.headers import (
 from messaging.metrics import ConsumerMetrics
 from messaging.routing import validate_binding_pattern
 from messaging.serialization import CONTENT_TYPE, deserialize
-from messaging.topology import dlx_name, retry_queue_name, subscriber_topology, validate_name
+from messaging.topology import (
+    dlx_name,
+    queue_limit_arguments,
+    retry_queue_name,
+    subscriber_topology,
+    validate_name,
+)
 from messaging.transport import BrokerInspector, Delivery, ManagedChannel, Properties
 from messaging.transport.channels import DeliveryCallback
 from messaging.transport.octets import foreign_fields, is_foreign
@@ -103,6 +109,9 @@ class Consumer:
         permanent_errors: tuple[type[BaseException], ...] = (),
         max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
         send_only_allowed: bool = False,
+        max_length: int | None = None,
+        max_length_bytes: int | None = None,
+        overflow: str | None = None,
     ) -> None:
         if isinstance(routing_keys, str):
             raise ConfigurationError(
@@ -137,7 +146,11 @@ class Consumer:
         )
         self.max_redeliveries = max_redeliveries
         self.topology = subscriber_topology(
-            exchange_name, self.queue_name, self.routing_keys, retry_delays=self.retry_delays
+            exchange_name,
+            self.queue_name,
+            self.routing_keys,
+            retry_delays=self.retry_delays,
+            queue_arguments=queue_limit_arguments(max_length, max_length_bytes, overflow),
         )
         self._message_class = message_class
         # Retries and dead letters are published (with why-headers), confirmed,

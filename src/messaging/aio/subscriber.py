@@ -18,6 +18,7 @@ from messaging.aio.acks import AckWindow
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE
+from messaging.topology import Overflow
 from messaging.transport import Delivery
 
 log = logging.getLogger("messaging.subscriber")
@@ -48,6 +49,9 @@ class AsyncEventSubscriber(ABC):
         retry_delays: Sequence[float] = (),
         permanent_errors: tuple[type[BaseException], ...] = (),
         max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
+        max_length: int | None = None,
+        max_length_bytes: int | None = None,
+        overflow: Overflow | None = None,
     ) -> None:
         self.connection_pool = connection_pool
         self.agent_name = agent_name
@@ -63,6 +67,9 @@ class AsyncEventSubscriber(ABC):
             permanent_errors=permanent_errors,
             max_redeliveries=max_redeliveries,
             send_only_allowed=self._send_only_allowed,
+            max_length=max_length,
+            max_length_bytes=max_length_bytes,
+            overflow=overflow,
         )
         self._in_hand: set[asyncio.Task[Any]] = set()
         self._stopped: asyncio.Event | None = None
