@@ -14,7 +14,7 @@ import typer
 
 from messaging.cli import dlq, proto, queue, status, tail
 from messaging.cli import publish as publish_cmd
-from messaging.cli._broker import configure_logging
+from messaging.cli._broker import choose_url, configure_logging
 from messaging.cli.demo import demo
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ def _options(
     ] = False,
 ) -> None:
     configure_logging(verbose)
+    choose_url(None)  # each command's own --url decides
 
 
 app.command("status", help=status.HELP)(status.status)

@@ -20,7 +20,12 @@ from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.cli._output import make_console, text
 from messaging.config import RabbitMQConfig, load_config
-from messaging.errors import ConnectionFailedError, MessagingError, PublishTimeoutError
+from messaging.errors import (
+    ConfigurationError,
+    ConnectionFailedError,
+    MessagingError,
+    PublishTimeoutError,
+)
 from messaging.logcontext import MessageContextFilter
 from messaging.logs import TextFormatter, redact
 from messaging.transport import (
@@ -49,6 +54,54 @@ ExchangeOption = Annotated[
         show_default=True,
     ),
 ]
+
+
+class _Chosen:
+    """What this invocation's options said about the broker (reset for each command)."""
+
+    url: str | None = None
+
+
+def choose_url(value: str | None) -> str | None:
+    """The ``--url`` option's callback: remember it for :func:`broker_config`."""
+    _Chosen.url = value or None
+    return value
+
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="The broker, as RABBITMQ__URL takes it: amqp[s]://user:password@host:port/vhost, "
+        "or several comma-separated (cluster nodes, tried in order). Wins over RABBITMQ__*. "
+        "A password here shows in `ps`: prefer RABBITMQ__URL or RABBITMQ__PASSWORD.",
+        callback=choose_url,
+        show_default=False,
+    ),
+]
+
+
+def broker_config() -> RabbitMQConfig:
+    """The broker settings: RABBITMQ__* from the environment, with ``--url`` winning.
+
+    The URL is parsed and checked by :mod:`messaging.config`, exactly as
+    ``RABBITMQ__URL`` is.
+    """
+    config = load_config().rabbitmq
+    url = _Chosen.url
+    if url is None:
+        return config
+    if "url" not in RabbitMQConfig.model_fields:
+        raise ConfigurationError(
+            "--url needs a messaging.config that reads broker URLs (RABBITMQ__URL); "
+            "this version does not: use RABBITMQ__HOST, RABBITMQ__PORT, ... instead"
+        )
+    settings: dict[str, Any] = {name: getattr(config, name) for name in config.model_fields_set}
+    settings["url"] = url
+    try:
+        return RabbitMQConfig(**settings)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"--url: {exc}") from None
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -141,7 +194,7 @@ class Broker:
 
 @asynccontextmanager
 async def open_broker(config: RabbitMQConfig | None = None) -> AsyncIterator[Broker]:
-    broker = Broker(config if config is not None else load_config().rabbitmq)
+    broker = Broker(config if config is not None else broker_config())
     try:
         await broker.connect()
         yield broker
@@ -184,6 +237,9 @@ __all__ = [
     "Broker",
     "ExchangeOption",
     "QueueInfo",
+    "UrlOption",
+    "broker_config",
+    "choose_url",
     "configure_logging",
     "fail",
     "fail_with",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from messaging.cli._broker import fail
+from messaging.cli._broker import UrlOption, fail
 
 
 def demo(
@@ -26,6 +29,7 @@ def demo(
             help="Exchange to use and keep (default: a fresh chimera.demo.<id>, deleted after).",
         ),
     ] = None,
+    url: UrlOption = None,
 ) -> None:
     """Run the query, data and analysis agents and a client asking questions, then exit.
 
@@ -39,8 +43,26 @@ def demo(
         if exc.name not in ("messaging.demo", "messaging.demo.pipeline"):
             raise
         fail("the demo is not installed in this version (no module messaging.demo.pipeline)")
-    if exchange is None:
-        code = run_demo(questions or None)
-    else:
-        code = run_demo(questions or None, exchange=exchange)
+    with broker_url(url):
+        if exchange is None:
+            code = run_demo(questions or None)
+        else:
+            code = run_demo(questions or None, exchange=exchange)
     raise typer.Exit(code)
+
+
+@contextmanager
+def broker_url(url: str | None) -> Iterator[None]:
+    """``--url`` as RABBITMQ__URL while the demo runs: its agents read the environment."""
+    if url is None:
+        yield
+        return
+    before = os.environ.get("RABBITMQ__URL")
+    os.environ["RABBITMQ__URL"] = url
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["RABBITMQ__URL"]
+        else:
+            os.environ["RABBITMQ__URL"] = before

@@ -22,6 +22,7 @@ from messaging.cli._broker import (
     EXIT_PROBLEM,
     Broker,
     QueueInfo,
+    UrlOption,
     open_broker,
     publish_confirmed,
     run,
@@ -92,6 +93,7 @@ def list_(
     queue: QueueArg,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Read at most N.")] = 1000,
     as_json: JsonOption = False,
+    url: UrlOption = None,
 ) -> None:
     """One line per dead letter: ids, type, original routing key, and why it died.
 
@@ -141,6 +143,7 @@ def show(
     queue: QueueArg,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N.")] = 10,
     as_json: JsonOption = False,
+    url: UrlOption = None,
 ) -> None:
     """Dead letters in full: properties, decoded body, x-death and x-chimera-* headers.
 
@@ -246,6 +249,7 @@ def replay(
         ),
     ] = False,
     yes: YesOption = False,
+    url: UrlOption = None,
 ) -> None:
     """Publish dead letters again to their original exchange and routing key.
 
@@ -285,7 +289,7 @@ async def purge_queue(queue: str) -> int:
 
 
 @app.command()
-def purge(queue: QueueArg, yes: YesOption = False) -> None:
+def purge(queue: QueueArg, yes: YesOption = False, url: UrlOption = None) -> None:
     """Delete every dead letter in the DLQ (asks first unless --yes)."""
     _, dlq = resolve(queue)
     if not yes:

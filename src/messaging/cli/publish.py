@@ -12,6 +12,7 @@ from messaging.aio.publisher import AsyncEventPublisher
 from messaging.cli._broker import (
     DEFAULT_EXCHANGE,
     ExchangeOption,
+    UrlOption,
     fail_with,
     open_broker,
     run,
@@ -80,6 +81,7 @@ def publish(
     ] = None,
     agent: Annotated[str, typer.Option("--agent", help="Sent as app_id.")] = "chimera-bus",
     as_json: JsonOption = False,
+    url: UrlOption = None,
 ) -> None:
     if json_text == "-":
         json_text = sys.stdin.read()

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from messaging.cli._broker import EXIT_ERROR, Broker, fail, open_broker, run
+from messaging.cli._broker import EXIT_ERROR, Broker, UrlOption, fail, open_broker, run
 from messaging.cli._output import Output
 from messaging.topology import dlq_name, retry_queue_name
 from messaging.transport import QueueInfo
@@ -96,6 +96,7 @@ def delete(
     force: Annotated[
         bool, typer.Option("--force", help="Delete even while consumers are attached.")
     ] = False,
+    url: UrlOption = None,
 ) -> None:
     """Delete a work queue with its DLQ (<name>.dlq) and retry queues (<name>.retry.<n>).
 

@@ -12,6 +12,7 @@ from messaging.cli._broker import (
     EXIT_PROBLEM,
     ExchangeOption,
     QueueInfo,
+    UrlOption,
     open_broker,
     run,
 )
@@ -82,6 +83,7 @@ def status(
     ] = None,
     exchange: ExchangeOption = DEFAULT_EXCHANGE,
     as_json: JsonOption = False,
+    url: UrlOption = None,
 ) -> None:
     report = run(collect(queue or [], exchange))
     out = Output(as_json)

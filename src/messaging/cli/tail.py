@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from messaging.cli._broker import DEFAULT_EXCHANGE, ExchangeOption, open_broker, run
+from messaging.cli._broker import DEFAULT_EXCHANGE, ExchangeOption, UrlOption, open_broker, run
 from messaging.cli._letters import body_text, properties_of, record
 from messaging.cli._output import JsonOption, Output
 from messaging.errors import TopologyError
@@ -103,6 +103,7 @@ def tail(
         float | None, typer.Option("--timeout", "-t", min=0, help="Stop after S seconds.")
     ] = None,
     as_json: JsonOption = False,
+    url: UrlOption = None,
 ) -> None:
     out = Output(as_json)
     seen = Seen()
