@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -462,3 +463,37 @@ def test_queue_delete_refuses_a_queue_in_use_and_a_dlq_name(
     assert gone.exit_code == 0, gone.output
     assert not queue_exists(queue)
     assert not queue_exists(f"{queue}.dlq")
+
+
+def test_status_names_each_consumers_connection_or_says_it_cannot(
+    pool: ConnectionPool, names: Names
+) -> None:
+    exchange, queue = names.exchange, names.queue()
+    sub = Recorder(pool, exchange=exchange, queue=queue, routing_keys=["#"]).run_in_thread()
+    try:
+        # This broker runs here (a private node, RABBITMQ_NODENAME), and has no
+        # management plugin: rabbitmqctl answers.
+        told = cli("status", "-q", queue, "-e", exchange, "--management-url", "http://127.0.0.1:1")
+        as_json = cli("status", "-q", queue, "-e", exchange, "--json")
+        # Without rabbitmqctl on PATH and no management API, it says it cannot tell.
+        blind = cli(
+            "status", "-q", queue, "-e", exchange, "--management-url", "http://127.0.0.1:1",
+            PATH="/nonexistent",
+        )  # fmt: skip
+    finally:
+        sub.stop_and_join()
+    assert told.exit_code == 0, told.output
+    assert "consumers  from rabbitmqctl" in told.output
+    (line,) = [line for line in told.output.splitlines() if line.startswith(f"  {queue}: ")]
+    assert pool.config.connection_name in line  # the subscriber's connection, by name
+    assert "127.0.0.1:" in line
+
+    broker_line, queue_line = (json.loads(line) for line in as_json.stdout.splitlines())
+    assert broker_line["consumers_from"].startswith("rabbitmqctl")
+    (consumer,) = queue_line["consumer_details"]
+    assert pool.config.connection_name in consumer["connection_name"]
+
+    assert blind.exit_code == 0, blind.output
+    assert "connection names unknown" in blind.output
+    assert "no management API at http://127.0.0.1:1" in blind.output
+    assert "rabbitmqctl is not installed here" in blind.output

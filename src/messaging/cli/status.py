@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from messaging.cli._broker import (
     open_broker,
     run,
 )
+from messaging.cli._consumers import Consumers, Target, find_consumers
 from messaging.cli._output import JsonOption, Output, Part
 from messaging.topology import dlq_name
 
@@ -30,9 +32,25 @@ a DLQ holds messages (something failed).
 Exit 0: all good. Exit 2: the check could not run (broker unreachable, login
 or vhost refused, bad configuration).
 
+Each consumer of a queue is listed with its connection name, address and
+node where the broker can tell: through the management API (at
+--management-url, default http://<host>:15672, same user and password), or
+rabbitmqctl when the broker runs on this machine (at RABBITMQ_NODENAME when
+set). Where neither answers, status says so.
+
 With --json: a first line {"kind": "broker", ...} with the exchange and the
 verdict, then one {"kind": "queue", ...} line per --queue.
 """
+
+ManagementOption = Annotated[
+    str | None,
+    typer.Option(
+        "--management-url",
+        envvar="CHIMERA_MANAGEMENT_URL",
+        help="The broker's management API (default http://<host>:15672).",
+        show_default=False,
+    ),
+]
 
 
 @dataclass
@@ -49,6 +67,7 @@ class Report:
     exchange: str
     exchange_exists: bool
     rows: list[QueueRow]
+    consumers: Consumers
 
     @property
     def problems(self) -> list[str]:
@@ -69,11 +88,21 @@ def judge(name: str, queue: QueueInfo | None, dlq: QueueInfo | None) -> QueueRow
     return row
 
 
-async def collect(queues: list[str], exchange: str) -> Report:
+async def collect(queues: list[str], exchange: str, management_url: str | None) -> Report:
     async with open_broker() as broker:
         exists = await broker.exchange_exists(exchange)
         rows = [judge(q, await broker.queue(q), await broker.queue(dlq_name(q))) for q in queues]
-        return Report(broker.config.safe_url(), exchange, exists, rows)
+        consumed = [row.name for row in rows if row.queue is not None and row.queue.consumers]
+        if consumed:
+            config = broker.config
+            target = Target(
+                config.host, config.vhost, config.username, config.password.get_secret_value()
+            )
+            # Subprocesses and HTTP: off the event loop, which keeps the connections alive.
+            consumers = await asyncio.to_thread(find_consumers, target, consumed, management_url)
+        else:
+            consumers = Consumers("nothing to look up")
+        return Report(broker.config.safe_url(), exchange, exists, rows, consumers)
 
 
 def status(
@@ -84,8 +113,9 @@ def status(
     exchange: ExchangeOption = DEFAULT_EXCHANGE,
     as_json: JsonOption = False,
     url: UrlOption = None,
+    management_url: ManagementOption = None,
 ) -> None:
-    report = run(collect(queue or [], exchange))
+    report = run(collect(queue or [], exchange, management_url))
     out = Output(as_json)
     if as_json:
         _print_json(out, report)
@@ -104,9 +134,12 @@ def _print_json(out: Output, report: Report) -> None:
             "exchange_exists": report.exchange_exists,
             "ok": not report.problems,
             "problems": report.problems,
+            "consumers_from": report.consumers.source,
+            "consumers_unknown_because": report.consumers.problems,
         }
     )
     for row in report.rows:
+        known = report.consumers.of(row.name) if row.queue and row.queue.consumers else []
         out.record(
             {
                 "kind": "queue",
@@ -117,6 +150,17 @@ def _print_json(out: Output, report: Report) -> None:
                 "dlq": dlq_name(row.name),
                 "dlq_messages": row.dlq.messages if row.dlq else None,
                 "problems": row.problems,
+                "consumer_details": None
+                if known is None
+                else [
+                    {
+                        "connection_name": c.connection_name,
+                        "peer": c.peer,
+                        "node": c.node,
+                        "consumer_tag": c.tag,
+                    }
+                    for c in known
+                ],
             }
         )
 
@@ -139,11 +183,31 @@ def _print_text(out: Output, report: Report) -> None:
             for row in report.rows
         ]
         out.table(["queue", "messages", "consumers", "dlq", "status"], rows)
+        _print_consumers(out, report)
     problems = report.problems
     if problems:
         out.line(("WRONG", "bold red"), f": {len(problems)} problem(s)")
     else:
         out.line(("OK", "bold green"))
+
+
+def _print_consumers(out: Output, report: Report) -> None:
+    consumed = [row for row in report.rows if row.queue is not None and row.queue.consumers]
+    if not consumed:
+        return
+    found = report.consumers
+    if found.source is None:
+        out.line(
+            ("consumers", "yellow"),
+            "  connection names unknown: the broker says how many, not who. "
+            + "; ".join(found.problems),
+        )
+        return
+    out.line(("consumers", "green"), f"  from {found.source}")
+    for row in consumed:
+        for c in found.of(row.name) or []:
+            where = ", ".join(p for p in (c.peer, f"node {c.node}" if c.node else None) if p)
+            out.line(f"  {row.name}: {c.connection_name or '(no connection name)'}  ({where})")
 
 
 def _count(info: QueueInfo | None, *, messages: bool) -> Part:
