@@ -93,6 +93,15 @@ class BaseAgent(EventSubscriber):
         """
         return {}
 
+    def get_publish_map(self) -> dict[str, type[ProtoMessage]]:
+        """Routing key -> the protobuf class this agent publishes with it (optional).
+
+        Nothing at run time depends on it: it documents what the agent sends, for
+        :mod:`messaging.asyncapi` (``chimera-bus asyncapi``), as
+        :meth:`get_routing_key_map` documents what it receives.
+        """
+        return {}
+
     def route_message(
         self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
     ) -> None:

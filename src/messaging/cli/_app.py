@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from messaging.cli import dlq, proto, queue, status, tail
+from messaging.cli import asyncapi, dlq, proto, queue, status, tail
 from messaging.cli import publish as publish_cmd
 from messaging.cli._broker import choose_url, configure_logging
 from messaging.cli.demo import demo
@@ -42,6 +42,7 @@ app.command("publish", help=publish_cmd.HELP)(publish_cmd.publish)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(queue.app, name="queue")
 app.add_typer(proto.app, name="proto")
+app.command("asyncapi", help=asyncapi.HELP)(asyncapi.asyncapi)
 app.command("demo")(demo)
 
 

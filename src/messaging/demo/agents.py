@@ -116,6 +116,9 @@ class DataAgent(DemoAgent):
     def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
         return {"data.request": pb.DataRequest}
 
+    def get_publish_map(self) -> dict[str, type[ProtoMessage]]:
+        return {"data.response": pb.DataResponse}
+
     def route_message(
         self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
     ) -> None:
@@ -161,6 +164,9 @@ class AnalysisAgent(DemoAgent):
 
     def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
         return {"analysis.request": pb.AnalysisRequest}
+
+    def get_publish_map(self) -> dict[str, type[ProtoMessage]]:
+        return {"analysis.response": pb.AnalysisResponse}
 
     def route_message(
         self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
@@ -215,6 +221,13 @@ class QueryAgent(DemoAgent):
             "query.request": pb.QueryRequest,
             "data.response": pb.DataResponse,
             "analysis.response": pb.AnalysisResponse,
+        }
+
+    def get_publish_map(self) -> dict[str, type[ProtoMessage]]:
+        return {
+            "data.request": pb.DataRequest,
+            "analysis.request": pb.AnalysisRequest,
+            "query.response": pb.QueryResponse,
         }
 
     def route_message(
