@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from messaging.cli._admin import Target
 from messaging.cli._broker import (
     DEFAULT_EXCHANGE,
     EXIT_PROBLEM,
@@ -17,7 +18,7 @@ from messaging.cli._broker import (
     open_broker,
     run,
 )
-from messaging.cli._consumers import Consumers, Target, find_consumers
+from messaging.cli._consumers import Consumers, find_consumers
 from messaging.cli._output import JsonOption, Output, Part
 from messaging.topology import dlq_name
 
@@ -94,12 +95,9 @@ async def collect(queues: list[str], exchange: str, management_url: str | None) 
         rows = [judge(q, await broker.queue(q), await broker.queue(dlq_name(q))) for q in queues]
         consumed = [row.name for row in rows if row.queue is not None and row.queue.consumers]
         if consumed:
-            config = broker.config
-            target = Target(
-                config.host, config.vhost, config.username, config.password.get_secret_value()
-            )
+            target = Target.of(broker.config, management_url)
             # Subprocesses and HTTP: off the event loop, which keeps the connections alive.
-            consumers = await asyncio.to_thread(find_consumers, target, consumed, management_url)
+            consumers = await asyncio.to_thread(find_consumers, target, consumed)
         else:
             consumers = Consumers("nothing to look up")
         return Report(broker.config.safe_url(), exchange, exists, rows, consumers)
