@@ -145,3 +145,19 @@ def test_printable_shows_octets_and_control_characters_escaped() -> None:
     assert printable(b"\xffok") == "\\xffok"
     assert printable("a\x1b[2Jb\nc") == "a\\x1b[2Jb\\nc"
     assert printable("\ud800") == "\\ud800"
+
+
+def test_a_timestamp_no_datetime_can_hold_decodes_and_goes_back_as_its_64_bits() -> None:
+    huge = 2**63 - 5
+    frame = _content_header_from_pika(
+        pika.spec.BasicProperties(timestamp=huge, headers={"when": "now"}),
+    )
+    _, _, content = pamqp.frame.unmarshal(frame)
+    assert isinstance(content, header.ContentHeader)
+    assert content.properties.timestamp == huge
+    assert foreign_fields(content.properties) == ["timestamp"]
+    assert pamqp.frame.marshal(content, 1) == frame
+    in_a_table = b"\x00\x00\x00\x0e\x04whenT" + struct.pack(">Q", huge)
+    consumed, table = decode_field_table(in_a_table)
+    assert consumed == len(in_a_table)
+    assert encode_field_table(table) == in_a_table

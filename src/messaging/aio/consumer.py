@@ -22,7 +22,6 @@ from messaging.aio.publisher import AsyncEventPublisher
 from messaging.errors import (
     ConfigurationError,
     DecodeError,
-    MessagingError,
     PoisonMessageError,
     UnknownRoutingKeyError,
 )
@@ -260,8 +259,9 @@ class Consumer:
             foreign.insert(0, "routing key")
         if foreign:
             raise DecodeError(
-                f"{', '.join(foreign)} not UTF-8: AMQP lets a sender write any octets there, "
-                f"but this bus only accepts UTF-8 text (the octets are kept in this dead letter)"
+                f"{', '.join(foreign)}: not UTF-8 (or a timestamp out of range): AMQP lets a "
+                f"sender write any octets there, but this bus takes only UTF-8 text (the "
+                f"octets are kept in this dead letter)"
             )
         try:
             cls = self._message_class(routing_key)
@@ -347,7 +347,7 @@ class Consumer:
             await self._republisher.republish(
                 delivery.body, exchange, routing_key, with_headers(props, headers)
             )
-        except MessagingError as publish_error:
+        except Exception as publish_error:  # whatever it was, the original must be settled
             log.error(
                 "%s: could not move message %s to %s (%s); rejecting it to the broker's "
                 "dead-letter exchange instead [correlation_id=%s]",
@@ -417,8 +417,15 @@ def _int(value: object) -> int:
 
 
 def with_headers(props: Properties, headers: dict[str, Any]) -> Properties:
-    """A copy of ``props`` with ``headers`` in place of its own."""
-    copy = Properties(**{name: getattr(props, name) for name in _PROPERTY_NAMES})
+    """A copy of ``props`` with ``headers`` in place of its own.
+
+    Set one by one rather than through the constructor: it validates, and
+    refuses values other clients send and the broker passes on (a
+    ``cluster_id``), which would leave the message unsettled.
+    """
+    copy = Properties()
+    for name in _PROPERTY_NAMES:
+        setattr(copy, name, getattr(props, name))
     copy.headers = headers
     return copy
 

@@ -19,13 +19,19 @@ the same long string). For valid UTF-8 every function here produces exactly
 what pamqp's own produces (except that a header key longer than 128 octets is
 kept whole, as it arrived, where pamqp would cut it).
 
+Timestamps are treated alike: a 64-bit value no ``datetime`` can hold (which
+pamqp also raises on) decodes to a :class:`RawTimestamp` and goes back as the
+same 64 bits.
+
 The decoders are plain functions so that any frame reader (aiormq's, through
 :func:`install`, or a faster one) reuses them instead of writing its own.
 """
 
 from __future__ import annotations
 
+import datetime
 import struct
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,19 +43,29 @@ from messaging.wiretext import printable
 
 _BYTE = struct.Struct(">B")
 _LONG = struct.Struct(">I")
+_LONGLONG = struct.Struct(">Q")
 _ERRORS = "surrogateescape"
 
 
 # -- values ------------------------------------------------------------------
 
 
-def is_foreign(value: object) -> bool:
-    """True when ``value`` came off the wire as octets that are not UTF-8.
+class RawTimestamp(int):
+    """An AMQP timestamp no ``datetime`` can hold (year 0 or past 9999), as its 64-bit value.
 
-    That is a ``str`` holding escaped octets (a short string) or ``bytes``
-    (a long string, as pamqp decodes it).
+    pamqp raises on those; here they decode to this, count as foreign, and
+    are written back as the same 64 bits.
     """
-    if isinstance(value, bytes | bytearray):
+
+
+def is_foreign(value: object) -> bool:
+    """True when ``value`` came off the wire as something this bus does not accept.
+
+    That is a ``str`` holding escaped octets (a short string that is not
+    UTF-8), ``bytes`` (a long string that is not UTF-8, as pamqp decodes it),
+    or a :class:`RawTimestamp`.
+    """
+    if isinstance(value, bytes | bytearray | RawTimestamp):
         return True
     if not isinstance(value, str) or value.isascii():
         return False
@@ -79,6 +95,8 @@ def foreign_fields(properties: Any) -> list[str]:
         if isinstance(getattr(properties, name, None), str)
         and is_foreign(getattr(properties, name))
     ]
+    if isinstance(getattr(properties, "timestamp", None), RawTimestamp):
+        found.append("timestamp")
     headers = getattr(properties, "headers", None)
     if isinstance(headers, Mapping):
         found.extend(_foreign_keys(headers, "headers"))
@@ -151,7 +169,26 @@ def decode_field_table(data: bytes) -> tuple[int, common.FieldTable]:
     return end, table
 
 
+def decode_timestamp(data: bytes) -> tuple[int, datetime.datetime | RawTimestamp]:
+    """Decode a timestamp as pamqp does; one no ``datetime`` can hold as :class:`RawTimestamp`."""
+    try:
+        return pamqp_decode.timestamp(data)
+    except (ValueError, OverflowError, OSError):
+        try:
+            raw = _LONGLONG.unpack_from(data, 0)[0]
+        except struct.error as err:
+            raise ValueError("Could not unpack timestamp value") from err
+        return 8, RawTimestamp(raw)
+
+
 # -- encoding ----------------------------------------------------------------
+
+
+def encode_timestamp(value: datetime.datetime | time.struct_time | RawTimestamp) -> bytes:
+    """Encode a timestamp as pamqp does; a :class:`RawTimestamp` as its own 64 bits."""
+    if isinstance(value, RawTimestamp):
+        return _LONGLONG.pack(value)
+    return pamqp_encode.timestamp(value)
 
 
 def encode_short_str(value: str) -> bytes:
@@ -185,6 +222,8 @@ def encode_table_value(value: Any) -> bytes:
     """One tagged table value; ``bytes`` (a long string that was not UTF-8) as a long string."""
     if isinstance(value, bytes):
         return b"S" + _LONG.pack(len(value)) + value
+    if isinstance(value, RawTimestamp):
+        return b"T" + encode_timestamp(value)
     if isinstance(value, Mapping):
         return b"F" + encode_field_table(value)
     if isinstance(value, Sequence) and not isinstance(value, str | bytearray):
@@ -210,5 +249,8 @@ def install() -> None:
     pamqp_decode.METHODS["shortstr"] = decode_short_str
     pamqp_decode.METHODS["table"] = decode_field_table
     pamqp_decode.TABLE_MAPPING[b"F"] = decode_field_table
+    pamqp_decode.METHODS["timestamp"] = decode_timestamp
+    pamqp_decode.TABLE_MAPPING[b"T"] = decode_timestamp
     pamqp_encode.METHODS["shortstr"] = encode_short_str
     pamqp_encode.METHODS["table"] = encode_field_table
+    pamqp_encode.METHODS["timestamp"] = encode_timestamp
