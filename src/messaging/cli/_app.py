@@ -14,6 +14,7 @@ import typer
 
 from messaging.cli import asyncapi, dlq, proto, queue, status, tail, top
 from messaging.cli import publish as publish_cmd
+from messaging.cli import run as run_cmd
 from messaging.cli._broker import choose_url, configure_logging
 from messaging.cli.demo import demo
 
@@ -44,6 +45,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(queue.app, name="queue")
 app.add_typer(proto.app, name="proto")
 app.command("asyncapi", help=asyncapi.HELP)(asyncapi.asyncapi)
+app.command("run", help=run_cmd.__doc__)(run_cmd.run)
 app.command("demo")(demo)
 
 

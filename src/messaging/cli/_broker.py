@@ -26,8 +26,8 @@ from messaging.errors import (
     MessagingError,
     PublishTimeoutError,
 )
-from messaging.logcontext import MessageContextFilter
-from messaging.logs import TextFormatter, redact
+from messaging.logs import configure_logging as configure_logging_to_stderr
+from messaging.logs import redact
 from messaging.transport import (
     CONNECTION_LOST,
     BrokerInspector,
@@ -148,15 +148,11 @@ def configure_logging(verbose: bool) -> None:
     brackets, URL passwords masked). Left alone when the process already
     configured logging (a test runner, an embedding program).
     """
-    root = logging.getLogger()
-    if root.handlers:
+    if logging.getLogger().handlers:
         return
-    handler = logging.StreamHandler()
-    handler.setFormatter(TextFormatter())
-    handler.addFilter(MessageContextFilter())
+    # The library's own handler: a later configure_logging() (chimera-bus run) replaces it.
+    handler = configure_logging_to_stderr(logging.INFO if verbose else logging.CRITICAL)
     handler.addFilter(ReportedByTheCommand())
-    root.addHandler(handler)
-    root.setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 class Broker:
