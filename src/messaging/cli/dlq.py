@@ -38,6 +38,7 @@ from messaging.cli._letters import (
     why,
 )
 from messaging.cli._output import JsonOption, Output, text
+from messaging.cli._types import ImportOption, load_types
 from messaging.errors import ConnectionFailedError, PublishError, TopologyError
 from messaging.topology import dlq_name
 from messaging.transport import Delivery, ManagedChannel
@@ -144,11 +145,14 @@ def show(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N.")] = 10,
     as_json: JsonOption = False,
     url: UrlOption = None,
+    imports: ImportOption = None,
 ) -> None:
     """Dead letters in full: properties, decoded body, x-death and x-chimera-* headers.
 
     With --json, one object per dead letter per line, every header included.
+    Bodies of your own types decode with --import shop.orders_pb2.
     """
+    load_types(imports)
     info, letters = run(peek(queue, limit))
     out = Output(as_json)
     for n, letter in enumerate(letters, 1):

@@ -18,7 +18,8 @@ from messaging.cli._broker import (
     run,
 )
 from messaging.cli._output import JsonOption, Output
-from messaging.errors import InvalidMessageError, TopologyError
+from messaging.cli._types import ImportOption, full_type_name, load_types
+from messaging.errors import ConfigurationError, InvalidMessageError, TopologyError
 from messaging.generated import messages_pb2
 from messaging.metadata import create_metadata
 from messaging.serialization import from_json
@@ -26,25 +27,26 @@ from messaging.serialization import from_json
 HELP = """\
 Build a protobuf message from JSON and publish it, confirmed and mandatory.
 
-TYPE is a full name (chimera.v1.QueryRequest) or a short one (QueryRequest).
+TYPE is a full name (chimera.v1.QueryRequest) or a short one (QueryRequest);
+your own types once loaded with --import shop.orders_pb2 (or the
+chimera_messaging.schemas entry point).
 JSON is the message in protobuf JSON ('-' reads it from stdin). A `metadata`
-field is filled in (message id, correlation id, source agent, time) where the
-JSON leaves it empty. Prints the message id (--json: an object with the id,
-routing key and exchange), as plain text whatever it contains. Exit 2 when the message cannot be
-built, the exchange does not exist, or the broker returns it as unroutable
-(no queue bound for ROUTING_KEY) or nacks it.
+field of the bus's type (chimera.v1.Metadata) is filled in (message id,
+correlation id, source agent, time) where the JSON leaves it empty. Prints
+the message id (--json: an object with the id, routing key and exchange), as
+plain text whatever it contains. Exit 2 when the message cannot be built, the
+exchange does not exist, or the broker returns it as unroutable (no queue
+bound for ROUTING_KEY) or nacks it.
 """
-
-
-def full_type_name(name: str) -> str:
-    if "." in name:
-        return name
-    return f"{messages_pb2.DESCRIPTOR.package}.{name}"
 
 
 def build(type_name: str, json_text: str, agent: str, correlation_id: str | None) -> Message:
     message = from_json(full_type_name(type_name), json_text)
-    if "metadata" in message.DESCRIPTOR.fields_by_name:
+    field = message.DESCRIPTOR.fields_by_name.get("metadata")
+    metadata_type = messages_pb2.Metadata.DESCRIPTOR.full_name
+    if field is not None and field.message_type is not None and (
+        field.message_type.full_name == metadata_type
+    ):
         given: messages_pb2.Metadata = getattr(message, "metadata")  # noqa: B009
         metadata = create_metadata(agent, correlation_id)
         metadata.MergeFrom(given)
@@ -82,12 +84,14 @@ def publish(
     agent: Annotated[str, typer.Option("--agent", help="Sent as app_id.")] = "chimera-bus",
     as_json: JsonOption = False,
     url: UrlOption = None,
+    imports: ImportOption = None,
 ) -> None:
+    load_types(imports)
     if json_text == "-":
         json_text = sys.stdin.read()
     try:
         message = build(type_name, json_text, agent, correlation_id)
-    except InvalidMessageError as exc:
+    except (InvalidMessageError, ConfigurationError) as exc:
         fail_with(exc)
     message_id = run(send(message, routing_key, exchange, agent, correlation_id))
     # The broker has confirmed it: printing must not fail now, or an operator

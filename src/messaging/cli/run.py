@@ -30,6 +30,7 @@ from typing import Annotated
 import typer
 
 from messaging.cli._broker import UrlOption, fail
+from messaging.cli._types import importable_from_here
 from messaging.cli._worker import EXIT_CANNOT_START, WORKER_ENV, load_target
 from messaging.config import load_config
 from messaging.errors import ConfigurationError
@@ -190,6 +191,7 @@ def run(
     url: UrlOption = None,
 ) -> None:
     """Run an agent as a service: N worker processes, logging, health, restarts."""
+    importable_from_here()  # as for the workers, started with python -m
     try:
         settings = load_config()
         load_target(target)  # fail here, once, rather than in every worker

@@ -14,6 +14,7 @@ import typer
 from messaging.cli._broker import DEFAULT_EXCHANGE, ExchangeOption, UrlOption, open_broker, run
 from messaging.cli._letters import body_text, properties_of, record
 from messaging.cli._output import JsonOption, Output
+from messaging.cli._types import ImportOption, load_types
 from messaging.errors import TopologyError
 from messaging.routing import validate_binding_pattern
 from messaging.transport import Delivery
@@ -22,7 +23,8 @@ HELP = """\
 Print live messages whose routing key matches PATTERN, decoded.
 
 PATTERN is a topic pattern ('*' is one word, '#' zero or more). Bodies are
-decoded from protobuf by their `type` property; one that does not decode is
+decoded from protobuf by their `type` property (your own types with --import
+shop.orders_pb2, or the chimera_messaging.schemas entry point); one that does not decode is
 printed as a hex snippet. With --json, one object per message per line
 (time, routing_key, exchange, type, ids, headers, body or body_error and
 body_hex); the other lines go to stderr.
@@ -104,7 +106,9 @@ def tail(
     ] = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
+    imports: ImportOption = None,
 ) -> None:
+    load_types(imports)
     out = Output(as_json)
     seen = Seen()
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail usually ends
