@@ -4,11 +4,13 @@
     ├── ConfigurationError            a setting is missing or malformed (names the variable)
     ├── InvalidMessageError           bad input to publish: not protobuf, empty/invalid key, too big
     ├── ConnectionFailedError         the broker could not be reached within the retry policy
-    │   └── BrokerRefusedError        the broker said no; retrying cannot help
-    │       ├── AuthenticationFailedError   wrong username or password
-    │       └── VirtualHostError            unknown vhost, or no access to it
+    │   ├── BrokerRefusedError        the broker said no; retrying cannot help
+    │   │   ├── AuthenticationFailedError   wrong username or password
+    │   │   └── VirtualHostError            unknown vhost, or no access to it
+    │   └── CertificateVerificationError    the broker's TLS certificate did not verify
     ├── TopologyError                 the broker refused a declaration
-    │   └── TopologyMismatchError     the entity exists with other arguments (PRECONDITION_FAILED)
+    │   ├── TopologyMismatchError     the entity exists with other arguments (PRECONDITION_FAILED)
+    │   └── TopologyMissingError      declare=False and something the agent needs does not exist
     ├── PublishError                  a publish did not succeed; nothing was confirmed
     │   ├── PublishNackedError        the broker nacked it (publish again)
     │   ├── UnroutableMessageError    no queue is bound for its routing key (mandatory return)
@@ -17,6 +19,7 @@
     │   └── UnknownRoutingKeyError    no message class for the routing key that arrived
     ├── PoisonMessageError            redelivered too often without an ack (it kills its consumer)
     ├── RequestTimeoutError           no reply to a request within its timeout
+    ├── StoreError                    the shared store (Redis) is unreachable or failed
     └── ClosedError                   the object was closed and cannot be used
 
 Errors of the AMQP client below are translated into these in `messaging.transport`
@@ -57,6 +60,14 @@ class VirtualHostError(BrokerRefusedError):
     """The virtual host does not exist, or the user has no access to it."""
 
 
+class CertificateVerificationError(ConnectionFailedError):
+    """The broker's TLS certificate could not be verified (chain or host name).
+
+    Retrying cannot fix it: the CA file, the broker's certificate or
+    ``RABBITMQ__TLS_SERVER_NAME`` must change.
+    """
+
+
 class TopologyError(MessagingError):
     """The broker refused to declare an exchange, queue or binding."""
 
@@ -92,6 +103,22 @@ class TopologyMismatchError(TopologyError):
             f"(e.g. `rabbitmqctl delete_queue {name}`, losing its messages) or "
             f"declare it with the arguments it has."
         )
+
+
+class TopologyMissingError(TopologyError):
+    """``declare=False``: an exchange or queue the component needs does not exist.
+
+    Nothing was declared; whoever manages the broker's topology (a definitions
+    file, an operator) must create it first.
+    """
+
+
+class StoreError(MessagingError):
+    """The shared store (Redis) behind workflow context or deduplication failed.
+
+    There is no fallback to process memory: in a replica set that would
+    silently lose context and let duplicates through.
+    """
 
 
 class PublishError(MessagingError):

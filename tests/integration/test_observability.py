@@ -344,9 +344,9 @@ def test_passwords_never_reach_the_log(fmt: str) -> None:
         log = logging.getLogger("tests.obs")
         log.info("config %r", config)
         log.info("settings %s", Settings(rabbitmq=config))
-        log.info("connecting to %s", config.url())
+        log.info("connecting to %s", config.nodes()[0].url())
         try:
-            raise ConnectionError(f"cannot reach {config.url()}")
+            raise ConnectionError(f"cannot reach {config.nodes()[0].url()}")
         except ConnectionError:
             log.exception("failed")
     finally:

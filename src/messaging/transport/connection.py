@@ -1,5 +1,10 @@
 """One AMQP connection kept alive: connect with backoff, reconnect after a drop.
 
+With several broker nodes (``RABBITMQ__URL`` listing a cluster's nodes), one
+attempt tries each node in the listed order and takes the first that answers;
+after a drop, the next attempt starts with the node after the one that was
+lost, so a connection moves off a dead node at once instead of waiting for it.
+
 Reconnecting is done here, by composition, for every user of the connection:
 after a drop the supervisor retries in the background with growing, jittered,
 capped delays (for as long as it takes: a service must outlive an outage), and
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,9 +30,15 @@ from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import AMQPError
 
 from messaging.backoff import RetryPolicy
-from messaging.config import RabbitMQConfig
-from messaging.errors import BrokerRefusedError, ClosedError, ConnectionFailedError
+from messaging.config import BrokerNode, RabbitMQConfig
+from messaging.errors import (
+    BrokerRefusedError,
+    CertificateVerificationError,
+    ClosedError,
+    ConnectionFailedError,
+)
 from messaging.transport.errors import translate_connect_error
+from messaging.transport.tls import client_context
 
 log = logging.getLogger("messaging.connection")
 
@@ -45,6 +57,8 @@ class ConnectionHealth:
     last_error: str | None
     blocked: bool
     """The broker has blocked publishing (a memory or disk alarm)."""
+    node: str | None = None
+    """``host:port`` of the broker node this connection is on; None when disconnected."""
 
 
 class SupervisedConnection:
@@ -52,6 +66,13 @@ class SupervisedConnection:
         self.config = config
         self.policy = policy
         self.purpose = purpose
+        self.nodes: tuple[BrokerNode, ...] = config.nodes()
+        self.node: BrokerNode | None = None
+        """The node of the current (or last) connection."""
+        self._first_node = 0
+        # Built once, here: a CA or key file that cannot be loaded is a
+        # ConfigurationError when the pool is made, not at the first publish.
+        self._tls: ssl.SSLContext | None = client_context(config) if config.uses_tls else None
         self._connection: AbstractConnection | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._connected_at = 0.0
@@ -79,6 +100,7 @@ class SupervisedConnection:
             reconnects=self._reconnects,
             last_error=self._last_error,
             blocked=connected and self._is_blocked(),
+            node=self.node.address if connected and self.node is not None else None,
         )
 
     def on_reconnect(self, listener: ReconnectListener) -> None:
@@ -137,7 +159,7 @@ class SupervisedConnection:
                 return await self.get()
             if self._failed_retries > self.policy.max_retries:
                 raise ConnectionFailedError(
-                    f"the broker at {self.config.host}:{self.config.port} has been unreachable "
+                    f"the broker at {self._where()} has been unreachable "
                     f"for {self._failed_retries} attempts (max_retries={self.policy.max_retries}); "
                     f"last error: {self._last_error}"
                 )
@@ -160,7 +182,7 @@ class SupervisedConnection:
             attempt += 1
             try:
                 return await self._open()
-            except BrokerRefusedError:
+            except _PERMANENT:
                 raise
             except ConnectionFailedError as exc:
                 delay = next(delays, None)
@@ -179,14 +201,45 @@ class SupervisedConnection:
                 await asyncio.sleep(delay)
 
     async def _open(self) -> AbstractConnection:
+        """One attempt: each node in turn, from ``_first_node``; the first that answers wins.
+
+        A refusal no retry can fix (credentials, vhost, an unverifiable
+        certificate) is raised at once: the other nodes of a cluster share it.
+        """
+        count = len(self.nodes)
+        failures: list[ConnectionFailedError] = []
+        for step in range(count):
+            index = (self._first_node + step) % count
+            try:
+                connection = await self._open_node(self.nodes[index])
+            except _PERMANENT:
+                raise
+            except ConnectionFailedError as exc:
+                failures.append(exc)
+                if count > 1:
+                    log.info("%s connection: %s; trying the next node", self.purpose, exc)
+                continue
+            self._first_node = index
+            return connection
+        if count == 1:
+            raise failures[0]
+        error = ConnectionFailedError(
+            f"none of the {count} broker nodes answered: " + "; ".join(str(f) for f in failures)
+        )
+        self._last_error = str(error)
+        raise error from failures[-1].__cause__
+
+    async def _open_node(self, node: BrokerNode) -> AbstractConnection:
         cfg = self.config
         try:
             connection = await aio_pika.connect(
-                host=cfg.host,
-                port=cfg.port,
-                login=cfg.username,
-                password=cfg.password.get_secret_value(),
-                virtualhost=cfg.vhost,
+                host=node.host,
+                port=node.port,
+                login=node.username,
+                password=node.password.get_secret_value(),
+                virtualhost=node.vhost,
+                ssl=node.tls,
+                ssl_context=self._tls if node.tls else None,
                 timeout=cfg.connect_timeout,
                 heartbeat=cfg.heartbeat,
                 client_properties={"connection_name": f"{cfg.connection_name}:{self.purpose}"},
@@ -195,25 +248,29 @@ class SupervisedConnection:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # we are being cancelled: not a connect failure
-            error = translate_connect_error(exc, cfg)
+            error = translate_connect_error(exc, cfg, node)
             self._last_error = str(error)
             raise error from exc
         except _CONNECT_FAILURES as exc:
             # aio-pika lets more than AMQP and socket errors out of a handshake
             # the peer cuts short (StopAsyncIteration, RuntimeError, EOFError):
             # all of them mean "could not connect", and are retried.
-            error = translate_connect_error(exc, cfg)
+            error = translate_connect_error(exc, cfg, node)
             self._last_error = str(error)
             raise error from exc
         self._connection = connection
+        self.node = node
         self._connected_at = time.monotonic()
         self._failed_retries = 0
         if self._connected is None:
             self._connected = asyncio.Event()
         self._connected.set()
         connection.close_callbacks.add(self._on_connection_closed)
-        log.info("%s connection open to %s", self.purpose, cfg.safe_url())
+        log.info("%s connection open to %s", self.purpose, node.safe_url())
         return connection
+
+    def _where(self) -> str:
+        return ", ".join(node.address for node in self.nodes)
 
     def _is_blocked(self) -> bool:
         # aio-pika exposes no public flag; aiormq's connection keeps an event
@@ -240,6 +297,9 @@ class SupervisedConnection:
         if connection is None:
             return
         self._connection = None
+        if len(self.nodes) > 1 and self.node is not None:
+            # Fail over: the next attempt starts with the node after the lost one.
+            self._first_node = (self.nodes.index(self.node) + 1) % len(self.nodes)
         # Release the dead connection's resources; aio-pika would otherwise
         # leave its close() coroutine to the garbage collector.
         closing = asyncio.get_running_loop().create_task(_close_quietly(connection))
@@ -250,7 +310,12 @@ class SupervisedConnection:
         if self._closed:
             return
         self._last_error = repr(exc) if exc is not None else "closed by the broker"
-        log.warning("%s connection lost (%s); reconnecting", self.purpose, self._last_error)
+        log.warning(
+            "%s connection to %s lost (%s); reconnecting",
+            self.purpose,
+            self.node.address if self.node is not None else "?",
+            self._last_error,
+        )
         if self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.get_running_loop().create_task(
                 self._reconnect_forever(), name=f"reconnect-{self.purpose}"
@@ -280,7 +345,12 @@ class SupervisedConnection:
                 await asyncio.sleep(delay)
                 continue
             self._reconnects += 1
-            log.info("%s connection restored (reconnect #%d)", self.purpose, self._reconnects)
+            log.info(
+                "%s connection restored on %s (reconnect #%d)",
+                self.purpose,
+                self.node.address if self.node is not None else "?",
+                self._reconnects,
+            )
             for listener in list(self._listeners):
                 try:
                     await listener()
@@ -314,6 +384,13 @@ _CONNECT_FAILURES: tuple[type[BaseException], ...] = (
     StopAsyncIteration,
     RuntimeError,
 )
+
+
+_PERMANENT: tuple[type[ConnectionFailedError], ...] = (
+    BrokerRefusedError,
+    CertificateVerificationError,
+)
+"""Connect failures no retry can fix: raised at once, never retried on another node."""
 
 
 async def _close_quietly(connection: AbstractConnection) -> None:

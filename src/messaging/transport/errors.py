@@ -9,9 +9,10 @@ from typing import Any
 import aiormq.exceptions as amqp_errors
 from pamqp import commands as spec
 
-from messaging.config import RabbitMQConfig
+from messaging.config import BrokerNode, RabbitMQConfig
 from messaging.errors import (
     AuthenticationFailedError,
+    CertificateVerificationError,
     ConnectionFailedError,
     MessagingError,
     PublishError,
@@ -21,6 +22,7 @@ from messaging.errors import (
     UnroutableMessageError,
     VirtualHostError,
 )
+from messaging.transport.tls import verification_failure
 
 _INEQUIVALENT = re.compile(
     r"inequivalent arg '(?P<arg>[^']+)' for (?P<entity>queue|exchange) '(?P<name>[^']+)'"
@@ -44,21 +46,43 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 
-def translate_connect_error(exc: BaseException, config: RabbitMQConfig) -> MessagingError:
-    """An error from opening a connection, as the error a user can act on."""
-    where = f"{config.host}:{config.port} vhost {config.vhost!r}"
+def translate_connect_error(
+    exc: BaseException, config: RabbitMQConfig, node: BrokerNode
+) -> MessagingError:
+    """An error from opening a connection to ``node``, as the error a user can act on."""
+    where = f"{node.address} vhost {node.vhost!r}"
+    credentials = (
+        "the credentials in RABBITMQ__URL"
+        if config.url is not None
+        else "RABBITMQ__USERNAME and RABBITMQ__PASSWORD"
+    )
+    failure = verification_failure(exc) if node.tls else None
+    if failure is not None:
+        ca = (
+            f"the CA file {str(config.tls_ca_file)!r} (RABBITMQ__TLS_CA_FILE)"
+            if config.tls_ca_file is not None
+            else "the system's trust store (RABBITMQ__TLS_CA_FILE is not set)"
+        )
+        name = config.tls_server_name or node.host
+        reason = getattr(failure, "verify_message", None) or str(failure)
+        return CertificateVerificationError(
+            f"the TLS certificate of the broker at {node.address} could not be verified "
+            f"against {ca} for host name {name!r}: {reason}. Give the CA that signed the "
+            f"broker's certificate in RABBITMQ__TLS_CA_FILE, or the name the certificate "
+            f"carries in RABBITMQ__TLS_SERVER_NAME (retrying cannot fix this)"
+        )
     if isinstance(exc, amqp_errors.ProbableAuthenticationError | amqp_errors.AuthenticationError):
         return AuthenticationFailedError(
-            f"the broker at {where} refused the login of user {config.username!r}: "
-            f"check RABBITMQ__USERNAME and RABBITMQ__PASSWORD (retrying cannot fix this)"
+            f"the broker at {where} refused the login of user {node.username!r}: "
+            f"check {credentials} (retrying cannot fix this)"
         )
     vhost_refused = isinstance(exc, amqp_errors.ConnectionNotAllowed) or (
         isinstance(exc, amqp_errors.InvalidFrameError) and "Connection.OpenOk" in str(exc)
     )
     if vhost_refused:
         return VirtualHostError(
-            f"the broker at {config.host}:{config.port} refused virtual host {config.vhost!r} "
-            f"for user {config.username!r}: it does not exist or the user has no permission "
+            f"the broker at {node.address} refused virtual host {node.vhost!r} "
+            f"for user {node.username!r}: it does not exist or the user has no permission "
             f"on it. Check RABBITMQ__VHOST, or create it (`rabbitmqctl add_vhost` and "
             f"`rabbitmqctl set_permissions`). Retrying cannot fix this."
         )
