@@ -14,7 +14,7 @@ from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
 from messaging.context import Context, ContextStore
 from messaging.subscriber import EventSubscriber
-from messaging.topology import Overflow
+from messaging.topology import Overflow, QueueType
 
 
 class BaseAgent(EventSubscriber):
@@ -55,6 +55,9 @@ class BaseAgent(EventSubscriber):
         max_length: int | None = None,
         max_length_bytes: int | None = None,
         overflow: Overflow | None = None,
+        queue_type: QueueType | None = None,
+        single_active_consumer: bool = False,
+        declare: bool = True,
     ) -> None:
         self.agent = AgentCore(
             connection_pool.aio,
@@ -63,6 +66,7 @@ class BaseAgent(EventSubscriber):
             self.get_routing_key_map,
             context_store,
             context_ttl,
+            declare,
         )
         super().__init__(
             connection_pool=connection_pool,
@@ -77,6 +81,9 @@ class BaseAgent(EventSubscriber):
             max_length=max_length,
             max_length_bytes=max_length_bytes,
             overflow=overflow,
+            queue_type=queue_type,
+            single_active_consumer=single_active_consumer,
+            declare=declare,
         )
         self._portal = Portal.get()
         require_handler(self, BaseAgent, routing_keys)

@@ -35,6 +35,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from messaging.errors import ConfigurationError
+from messaging.topology import QueueType
 
 ENV_PREFIX = "RABBITMQ__"
 
@@ -42,7 +43,7 @@ AMQP_PORT = 5672
 AMQPS_PORT = 5671
 MEMORY_SCHEME = "memory"
 
-QueueType = Literal["classic", "quorum"]
+
 
 
 @dataclass(frozen=True)

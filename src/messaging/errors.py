@@ -31,6 +31,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+MIGRATION_RECIPE = "docs/DEPLOYMENT.md#moving-a-classic-queue-to-quorum"
+"""Where the steps to move an existing classic queue to quorum are written down."""
+
 
 class MessagingError(Exception):
     """Root of every error raised by this library."""
@@ -90,6 +93,15 @@ class TopologyMismatchError(TopologyError):
         self.name = name
         self.differences = dict(differences)
         self.broker_text = broker_text
+        if "x-queue-type" in self.differences:
+            want, have = self.differences["x-queue-type"]
+            super().__init__(
+                f"{entity} {name!r} exists as a {_queue_type(have)} queue and cannot be "
+                f"declared as a {_queue_type(want)} queue: a queue never changes type. "
+                f"Declare it as it is (queue_type={_queue_type(have)!r}), or move it to a new "
+                f"{_queue_type(want)} queue as described in {MIGRATION_RECIPE}."
+            )
+            return
         if differences:
             diff = ", ".join(
                 f"{arg}: declared {want!r}, broker has {have!r}"
@@ -103,6 +115,15 @@ class TopologyMismatchError(TopologyError):
             f"(e.g. `rabbitmqctl delete_queue {name}`, losing its messages) or "
             f"declare it with the arguments it has."
         )
+
+
+def _queue_type(broker_value: Any) -> str:
+    """'quorum' from the broker's "the value 'quorum' of type 'longstr'"; 'classic' from none."""
+    text = str(broker_value)
+    for kind in ("quorum", "stream", "classic"):
+        if kind in text:
+            return kind
+    return "classic"
 
 
 class TopologyMissingError(TopologyError):

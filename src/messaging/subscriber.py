@@ -25,7 +25,7 @@ from messaging.aio.acks import Outcome, Settler
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
-from messaging.topology import Overflow
+from messaging.topology import Overflow, QueueType
 from messaging.transport import Delivery
 
 log = logging.getLogger("messaging.subscriber")
@@ -73,6 +73,9 @@ class EventSubscriber(ABC):
         max_length: int | None = None,
         max_length_bytes: int | None = None,
         overflow: Overflow | None = None,
+        queue_type: QueueType | None = None,
+        single_active_consumer: bool = False,
+        declare: bool = True,
     ) -> None:
         self.connection_pool = connection_pool
         self.agent_name = agent_name
@@ -91,6 +94,9 @@ class EventSubscriber(ABC):
             max_length=max_length,
             max_length_bytes=max_length_bytes,
             overflow=overflow,
+            queue_type=queue_type,
+            single_active_consumer=single_active_consumer,
+            declare=declare,
         )
         self._portal = Portal.get()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -190,7 +196,7 @@ class EventSubscriber(ABC):
         if generation < 0:
             return  # its channel is gone; the broker has requeued it
         frame: Any = delivery.delivery
-        if frame.redelivered and self.consumer.max_redeliveries is not None:
+        if frame.redelivered and self.consumer.counts_redeliveries:
             self._settler.track(self.consumer.recount(delivery, generation))
             return
         self._inbox.put((delivery, generation))

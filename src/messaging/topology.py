@@ -17,6 +17,8 @@ DLQ_TTL_MS = 24 * 60 * 60 * 1000
 """Dead letters are kept 24 hours, then the broker deletes them."""
 
 ExchangeType = Literal["topic", "direct", "fanout", "headers"]
+QueueType = Literal["classic", "quorum"]
+QUEUE_TYPES: tuple[QueueType, ...] = ("classic", "quorum")
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,9 @@ def subscriber_topology(
     *,
     retry_delays: Sequence[float] = (),
     queue_arguments: Mapping[str, Any] | None = None,
+    queue_type: QueueType = "classic",
+    delivery_limit: int | None = None,
+    single_active_consumer: bool = False,
 ) -> Topology:
     """The events exchange, the work queue bound to each pattern, its DLX and DLQ.
 
@@ -170,7 +175,25 @@ def subscriber_topology(
     holds a failed message for the n-th delay (its TTL), then the broker
     dead-letters it through the default exchange straight back to the work
     queue. Waiting happens in the broker, not in the consumer.
+
+    With ``queue_type="quorum"`` the work queue, its DLQ and the retry queues
+    are quorum queues (replicated, Raft). The broker then counts deliveries
+    itself: ``delivery_limit`` becomes the work queue's ``x-delivery-limit``
+    (on the work queue only: reading the DLQ must not count), and
+    dead-lettering is ``at-least-once``, which RabbitMQ allows only with
+    ``x-overflow=reject-publish``. ``single_active_consumer`` lets one
+    consumer at a time take messages, the others standing by (ordered
+    processing across replicas).
     """
+    if queue_type not in QUEUE_TYPES:
+        raise ConfigurationError(
+            f"queue_type must be one of {', '.join(QUEUE_TYPES)}, got {queue_type!r}"
+        )
+    limit_ok = isinstance(delivery_limit, int) and not isinstance(delivery_limit, bool)
+    if delivery_limit is not None and not (limit_ok and delivery_limit >= 0):
+        raise ConfigurationError(
+            f"max_redeliveries must be an int >= 0 or None, got {delivery_limit!r}"
+        )
     validate_name("exchange", exchange)
     validate_name("queue", queue)
     for delay in retry_delays:
@@ -181,14 +204,29 @@ def subscriber_topology(
         "x-dead-letter-exchange": dlx,
         "x-dead-letter-routing-key": queue,
     }
+    quorum = queue_type == "quorum"
+    typed: dict[str, Any] = {"x-queue-type": "quorum"} if quorum else {}
+    safe_dead_lettering: dict[str, Any] = (
+        {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+        if quorum
+        else {}
+    )
+    work_args.update(typed)
+    work_args.update(safe_dead_lettering)
+    if quorum and delivery_limit is not None:
+        work_args["x-delivery-limit"] = delivery_limit
+    if single_active_consumer:
+        work_args["x-single-active-consumer"] = True
     work_args.update(queue_arguments or {})
     retry_queues = tuple(
         QueueSpec(
             name=retry_queue_name(queue, attempt),
             arguments={
+                **typed,
                 "x-message-ttl": int(delay * 1000),
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": queue,
+                **safe_dead_lettering,
             },
         )
         for attempt, delay in enumerate(retry_delays, start=1)
@@ -197,7 +235,7 @@ def subscriber_topology(
         exchanges=(events_exchange(exchange), ExchangeSpec(name=dlx, type="direct")),
         queues=(
             QueueSpec(name=queue, arguments=work_args),
-            QueueSpec(name=dlq_name(queue), arguments={"x-message-ttl": DLQ_TTL_MS}),
+            QueueSpec(name=dlq_name(queue), arguments={**typed, "x-message-ttl": DLQ_TTL_MS}),
             *retry_queues,
         ),
         bindings=(

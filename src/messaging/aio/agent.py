@@ -21,7 +21,7 @@ from messaging.aio.subscriber import AsyncEventSubscriber
 from messaging.context import Context, ContextStore, InMemoryContextStore
 from messaging.errors import ConfigurationError
 from messaging.routing import RoutingTable
-from messaging.topology import Overflow
+from messaging.topology import Overflow, QueueType
 
 DEFAULT_CONTEXT_TTL = 300.0
 
@@ -63,9 +63,10 @@ class AgentCore:
         routing_key_map: Callable[[], Mapping[str, type[ProtoMessage]]],
         context_store: ContextStore | None,
         context_ttl: float,
+        declare: bool = True,
     ) -> None:
         self.agent_name = agent_name
-        self.publisher = AsyncEventPublisher(pool, agent_name, exchange_name)
+        self.publisher = AsyncEventPublisher(pool, agent_name, exchange_name, declare=declare)
         self.contexts: ContextStore = context_store or InMemoryContextStore()
         self.context_ttl = context_ttl
         self._routing_key_map = routing_key_map
@@ -178,6 +179,9 @@ class AsyncBaseAgent(AsyncEventSubscriber):
         max_length: int | None = None,
         max_length_bytes: int | None = None,
         overflow: Overflow | None = None,
+        queue_type: QueueType | None = None,
+        single_active_consumer: bool = False,
+        declare: bool = True,
     ) -> None:
         self.agent = AgentCore(
             connection_pool,
@@ -186,6 +190,7 @@ class AsyncBaseAgent(AsyncEventSubscriber):
             self.get_routing_key_map,
             context_store,
             context_ttl,
+            declare,
         )
         super().__init__(
             connection_pool,
@@ -200,6 +205,9 @@ class AsyncBaseAgent(AsyncEventSubscriber):
             max_length=max_length,
             max_length_bytes=max_length_bytes,
             overflow=overflow,
+            queue_type=queue_type,
+            single_active_consumer=single_active_consumer,
+            declare=declare,
         )
         require_handler(self, AsyncBaseAgent, routing_keys)
 

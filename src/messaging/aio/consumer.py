@@ -39,6 +39,7 @@ from messaging.metrics import ConsumerMetrics
 from messaging.routing import validate_binding_pattern
 from messaging.serialization import CONTENT_TYPE, deserialize
 from messaging.topology import (
+    QueueType,
     dlx_name,
     queue_limit_arguments,
     retry_queue_name,
@@ -111,6 +112,9 @@ class Consumer:
         max_length: int | None = None,
         max_length_bytes: int | None = None,
         overflow: str | None = None,
+        queue_type: QueueType | None = None,
+        single_active_consumer: bool = False,
+        declare: bool = True,
     ) -> None:
         if isinstance(routing_keys, str):
             raise ConfigurationError(
@@ -144,17 +148,24 @@ class Consumer:
             *permanent_errors,
         )
         self.max_redeliveries = max_redeliveries
+        self.queue_type: QueueType = queue_type or pool.config.queue_type
+        self.declare = declare
         self.topology = subscriber_topology(
             exchange_name,
             self.queue_name,
             self.routing_keys,
             retry_delays=self.retry_delays,
-            queue_arguments=queue_limit_arguments(max_length, max_length_bytes, overflow),
+            queue_arguments=queue_limit_arguments(
+                max_length, max_length_bytes, overflow, queue_type=self.queue_type
+            ),
+            queue_type=self.queue_type,
+            delivery_limit=max_redeliveries,
+            single_active_consumer=single_active_consumer,
         )
         self._message_class = message_class
         # Retries and dead letters are published (with why-headers), confirmed,
         # and only then is the original acked: no window where it is nowhere.
-        self._republisher = AsyncEventPublisher(pool, agent_name, exchange_name)
+        self._republisher = AsyncEventPublisher(pool, agent_name, exchange_name, declare=declare)
         self.metrics = ConsumerMetrics(agent_name, self.queue_name)
         self._channel: ManagedChannel | None = None
         self._consumer_key: str | None = None
@@ -167,6 +178,15 @@ class Consumer:
                 f"consume:{self.queue_name}", prefetch=self.prefetch_count
             )
         return self._channel
+
+    @property
+    def counts_redeliveries(self) -> bool:
+        """Whether the bus counts redeliveries itself (:meth:`recount`).
+
+        Quorum queues count them in the broker (``x-delivery-limit``), which
+        dead-letters a message past the limit with no help from us.
+        """
+        return self.max_redeliveries is not None and self.queue_type == "classic"
 
     @property
     def generation(self) -> int:
@@ -194,7 +214,8 @@ class Consumer:
         return not self.routing_keys
 
     async def start(self, on_delivery: DeliveryCallback) -> None:
-        """Declare the topology (all or nothing) and start consuming."""
+        """Declare the topology (all or nothing), or with ``declare=False`` check that it
+        exists, and start consuming."""
         if self.send_only:
             raise ConfigurationError(
                 f"agent {self.agent_name!r} is send-only (routing_keys=[]): it can publish, "
@@ -202,8 +223,13 @@ class Consumer:
                 f"routing_keys to consume"
             )
         if self._republisher.closed:  # started again after close()
-            self._republisher = AsyncEventPublisher(self.pool, self.agent_name, self.exchange_name)
-        await self.channel.declare(self.topology)
+            self._republisher = AsyncEventPublisher(
+                self.pool, self.agent_name, self.exchange_name, declare=self.declare
+            )
+        if self.declare:
+            await self.channel.declare(self.topology)
+        else:  # operator-managed topology: check, declare nothing
+            await self.channel.verify(self.topology)
         self._consumer_key = await self.channel.consume(self.queue_name, on_delivery)
         log.info(
             "%s consuming %s (bound to %s on %s, prefetch %d)",

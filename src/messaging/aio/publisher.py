@@ -82,6 +82,7 @@ class AsyncEventPublisher:
         *,
         publish_timeout: float | None = None,
         mandatory: bool = True,
+        declare: bool = True,
     ) -> None:
         validate_name("exchange", exchange_name)
         if not agent_name:
@@ -90,6 +91,7 @@ class AsyncEventPublisher:
         self.agent_name = agent_name
         self.exchange_name = exchange_name
         self.mandatory = mandatory
+        self.declare = declare
         self.publish_timeout = (
             publish_timeout
             if publish_timeout is not None
@@ -111,8 +113,13 @@ class AsyncEventPublisher:
         return self._channel
 
     async def _declare_exchange(self) -> None:
-        # Once; the managed channel re-declares it after a reconnect.
-        await self._channel.declare(Topology(exchanges=(events_exchange(self.exchange_name),)))
+        # Once; the managed channel re-declares it after a reconnect. With
+        # declare=False (operator-managed topology) it is only checked.
+        topology = Topology(exchanges=(events_exchange(self.exchange_name),))
+        if self.declare:
+            await self._channel.declare(topology)
+        else:
+            await self._channel.verify(topology)
 
     def prepare(
         self,

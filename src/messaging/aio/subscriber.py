@@ -18,7 +18,7 @@ from messaging.aio.acks import AckWindow
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE
-from messaging.topology import Overflow
+from messaging.topology import Overflow, QueueType
 from messaging.transport import Delivery
 
 log = logging.getLogger("messaging.subscriber")
@@ -52,6 +52,9 @@ class AsyncEventSubscriber(ABC):
         max_length: int | None = None,
         max_length_bytes: int | None = None,
         overflow: Overflow | None = None,
+        queue_type: QueueType | None = None,
+        single_active_consumer: bool = False,
+        declare: bool = True,
     ) -> None:
         self.connection_pool = connection_pool
         self.agent_name = agent_name
@@ -70,6 +73,9 @@ class AsyncEventSubscriber(ABC):
             max_length=max_length,
             max_length_bytes=max_length_bytes,
             overflow=overflow,
+            queue_type=queue_type,
+            single_active_consumer=single_active_consumer,
+            declare=declare,
         )
         self._in_hand: set[asyncio.Task[Any]] = set()
         self._stopped: asyncio.Event | None = None
@@ -165,7 +171,7 @@ class AsyncEventSubscriber(ABC):
         acks = self._acks
         assert acks is not None
         acks.delivered(tag, generation)
-        if frame.redelivered and consumer.max_redeliveries is not None:
+        if frame.redelivered and consumer.counts_redeliveries:
             await consumer.recount(delivery, generation)
             acks.forget(tag, generation)
             return

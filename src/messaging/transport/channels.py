@@ -26,7 +26,12 @@ import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
-from messaging.errors import ClosedError, MessagingError
+from messaging.errors import (
+    ClosedError,
+    MessagingError,
+    TopologyMismatchError,
+    TopologyMissingError,
+)
 from messaging.topology import Topology
 from messaging.transport.base import Delivery, Properties
 from messaging.transport.connection import SupervisedConnection
@@ -190,6 +195,30 @@ class ManagedChannel:
         connection = await self.connection.get()
         await declare_topology(connection, topology)
         self._topologies.append(topology)
+
+    async def verify(self, topology: Topology) -> None:
+        """Check that ``topology``'s exchanges and queues exist; declare nothing.
+
+        For operator-managed brokers (``declare=False``). Raises
+        :class:`~messaging.errors.TopologyMissingError` naming everything
+        missing. Bindings cannot be checked over AMQP; they are the operator's.
+        """
+        connection = await self.connection.get()
+        existing = await _existing_names(connection, topology)
+        missing = [
+            f"{kind} {name!r}"
+            for kind, name in (
+                *(("exchange", e.name) for e in topology.exchanges),
+                *(("queue", q.name) for q in topology.queues),
+            )
+            if f"{kind}:{name}" not in existing
+        ]
+        if missing:
+            raise TopologyMissingError(
+                f"declare=False, and the broker has no {', '.join(missing)}: whoever manages "
+                f"the broker's topology (definitions file, policies) must create "
+                f"{'it' if len(missing) == 1 else 'them'} first; nothing was declared"
+            )
 
     # -- consuming ---------------------------------------------------------
 
@@ -378,11 +407,50 @@ async def declare_topology(connection: AbstractConnection, topology: Topology) -
         await _declare(channel, topology)
     except Exception as exc:
         error = translate_topology_error(exc)
+        if isinstance(error, TopologyMismatchError):
+            error = await _explain_type_mismatch(connection, topology, error)
         await _remove_created(connection, topology, existing)
         raise error from exc
     finally:
         if not channel.is_closed:
             await channel.close()
+
+
+_QUORUM_ONLY = ("x-queue-type", "x-dead-letter-strategy", "x-overflow", "x-delivery-limit")
+
+
+async def _explain_type_mismatch(
+    connection: AbstractConnection, topology: Topology, error: TopologyMismatchError
+) -> TopologyMismatchError:
+    """Tell "a classic queue cannot become quorum" apart from other differences.
+
+    The broker reports the first differing argument it checks, which for a
+    classic queue declared as quorum is often ``x-overflow``, not the type. If
+    the same queue declares cleanly as classic (the broker changes nothing on
+    an equivalent re-declare), the type is what differs.
+    """
+    spec = next((q for q in topology.queues if q.name == error.name), None)
+    if spec is None or spec.arguments.get("x-queue-type") != "quorum":
+        return error
+    classic = {k: v for k, v in spec.arguments.items() if k not in _QUORUM_ONLY}
+    channel = await connection.channel()
+    raw = await channel.get_underlay_channel()
+    try:
+        await raw.queue_declare(
+            spec.name,
+            durable=spec.durable,
+            exclusive=spec.exclusive,
+            auto_delete=spec.auto_delete,
+            arguments=classic,
+        )
+    except aiormq.exceptions.AMQPError:
+        return error
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return TopologyMismatchError(
+        "queue", spec.name, {"x-queue-type": ("quorum", "classic")}, error.broker_text
+    )
 
 
 async def _declare(channel: AbstractChannel, topology: Topology) -> None:
