@@ -36,6 +36,7 @@ from messaging.errors import (
 from messaging.idempotency import Deduplicator, idempotent
 from messaging.metadata import MessageBuilder, create_metadata
 from messaging.publisher import EventPublisher
+from messaging.stores import RedisContextStore, RedisDeduplicator
 from messaging.subscriber import EventSubscriber
 from messaging.transport import ChannelManager, ConnectionHealth
 
@@ -65,6 +66,8 @@ __all__ = [
     "PublishNackedError",
     "PublishTimeoutError",
     "RabbitMQConfig",
+    "RedisContextStore",
+    "RedisDeduplicator",
     "RequestTimeoutError",
     "RetryPolicy",
     "Settings",

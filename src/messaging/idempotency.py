@@ -8,17 +8,27 @@ handles each ``message_id`` once within the memory's TTL.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from messaging._expiring import ExpiringMap
 
 log = logging.getLogger("messaging.idempotency")
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+class SeenMessages(Protocol):
+    """What :func:`idempotent` needs: :class:`Deduplicator` (one process) or
+    :class:`messaging.stores.RedisDeduplicator` (shared by replicas)."""
+
+    def seen(self, message_id: str) -> bool: ...
+
+    def remember(self, message_id: str) -> None: ...
 
 
 class Deduplicator:
@@ -40,7 +50,7 @@ class Deduplicator:
         self._seen.set(message_id, True, self.ttl)
 
 
-def idempotent(deduplicator: Deduplicator) -> Callable[[Handler], Handler]:
+def idempotent(deduplicator: SeenMessages) -> Callable[[Handler], Handler]:
     """Decorate ``handle_message(self, message, properties)`` to skip repeated message ids.
 
     An id is remembered only after the handler returns, so a failed attempt
@@ -64,13 +74,21 @@ def idempotent(deduplicator: Deduplicator) -> Callable[[Handler], Handler]:
 
         if inspect.iscoroutinefunction(handler):
 
+            # A shared store (Redis) waits on the network: off the event loop.
+            blocking = bool(getattr(deduplicator, "blocking", False))
+
             @functools.wraps(handler)
             async def async_wrapper(self: Any, message: Any, properties: dict[str, Any]) -> Any:
-                if duplicate(properties):
+                if await asyncio.to_thread(duplicate, properties) if blocking else duplicate(
+                    properties
+                ):
                     return None
                 result = await handler(self, message, properties)
-                if properties.get("message_id"):
-                    deduplicator.remember(properties["message_id"])
+                message_id = properties.get("message_id")
+                if message_id and blocking:
+                    await asyncio.to_thread(deduplicator.remember, message_id)
+                elif message_id:
+                    deduplicator.remember(message_id)
                 return result
 
             return async_wrapper  # type: ignore[return-value]

@@ -7,10 +7,12 @@ context store, the current delivery, and request/response.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -18,12 +20,15 @@ from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.aio.subscriber import AsyncEventSubscriber
-from messaging.context import Context, ContextStore, InMemoryContextStore
-from messaging.errors import ConfigurationError
+from messaging.context import Context, ContextStore
+from messaging.errors import ConfigurationError, MessagingError
 from messaging.routing import RoutingTable
+from messaging.stores.select import context_store_from_config
 from messaging.topology import Overflow, QueueType
 
 DEFAULT_CONTEXT_TTL = 300.0
+
+_T = TypeVar("_T")
 
 _current_delivery: ContextVar[dict[str, Any] | None] = ContextVar(
     "messaging_current_delivery", default=None
@@ -67,7 +72,10 @@ class AgentCore:
     ) -> None:
         self.agent_name = agent_name
         self.publisher = AsyncEventPublisher(pool, agent_name, exchange_name, declare=declare)
-        self.contexts: ContextStore = context_store or InMemoryContextStore()
+        # None: STORE__REDIS_URL decides (Redis, shared by replicas), else process memory.
+        self.contexts: ContextStore = (
+            context_store if context_store is not None else context_store_from_config()
+        )
         self.context_ttl = context_ttl
         self._routing_key_map = routing_key_map
         self._routes: RoutingTable[type[ProtoMessage]] | None = None
@@ -78,37 +86,57 @@ class AgentCore:
         return self._routes.lookup(routing_key)
 
     def enter(self, properties: dict[str, Any]) -> Token[dict[str, Any] | None]:
-        """Attach the workflow context to ``properties`` and make it the current delivery."""
+        """Attach the workflow context to ``properties`` and make it the current delivery.
+
+        For the sync API's worker thread; on the event loop use :meth:`enter_async`.
+        """
         correlation_id = properties.get("correlation_id")
         properties["context"] = self.contexts.pop(correlation_id) if correlation_id else None
         return _current_delivery.set(properties)
+
+    async def enter_async(self, properties: dict[str, Any]) -> Token[dict[str, Any] | None]:
+        """:meth:`enter` for the event loop: a store that blocks runs in a worker thread."""
+        correlation_id = properties.get("correlation_id")
+        properties["context"] = (
+            await self._store(self.contexts.pop, correlation_id) if correlation_id else None
+        )
+        return _current_delivery.set(properties)
+
+    async def _store(self, call: Callable[..., _T], *args: Any) -> _T:
+        """Run a store call; one that waits on the network (Redis) off the event loop."""
+        if getattr(self.contexts, "blocking", False):
+            return await asyncio.to_thread(call, *args)
+        return call(*args)
 
     @staticmethod
     def leave(token: Token[dict[str, Any] | None]) -> None:
         _current_delivery.reset(token)
 
-    def remember(self, message: ProtoMessage, context: Context | None) -> str:
-        """The request's correlation id (from its metadata, or new), with ``context`` stored."""
+    @staticmethod
+    def correlation_id_for(message: ProtoMessage) -> str:
+        """The request's correlation id: from its metadata, or a new one written there."""
         metadata = getattr(message, "metadata", None)
         correlation_id = (metadata.correlation_id if metadata is not None else "") or str(
             uuid.uuid4()
         )
         if metadata is not None:
             metadata.correlation_id = correlation_id
-        if context is not None:
-            self.contexts.put(correlation_id, context, self.context_ttl)
         return correlation_id
 
     async def publish_request(
         self, message: ProtoMessage, routing_key: str, context: Context | None
     ) -> str:
         # The context is stored before the publish: the answer can be faster
-        # than the confirm.
-        correlation_id = self.remember(message, context)
+        # than the confirm (and, with replicas, land on another process).
+        correlation_id = self.correlation_id_for(message)
+        if context is not None:
+            await self._store(self.contexts.put, correlation_id, context, self.context_ttl)
         try:
             await self.publisher.publish(message, routing_key, correlation_id=correlation_id)
         except BaseException:
-            self.contexts.pop(correlation_id)
+            if context is not None:
+                with contextlib.suppress(MessagingError):
+                    await self._store(self.contexts.pop, correlation_id)
             raise
         return correlation_id
 
@@ -246,7 +274,7 @@ class AsyncBaseAgent(AsyncEventSubscriber):
         return cls
 
     async def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
-        token = self.agent.enter(properties)
+        token = await self.agent.enter_async(properties)
         try:
             await self.route_message(message, properties["routing_key"], properties)
         finally:
