@@ -76,15 +76,26 @@ def _keep(found: list[Consumer], wanted: set[str]) -> dict[str, list[Consumer]]:
 
 def _from_management(target: Target) -> list[Consumer]:
     entries = management_get(target, "consumers/{vhost}")
+    # A consumer's channel names its connection by address; the name the client
+    # gave (connection_name) is on the connection itself.
+    given = {
+        str(c.get("name")): c.get("user_provided_name")
+        or (c.get("client_properties") or {}).get("connection_name")
+        for c in management_get(
+            target, "connections?columns=name,user_provided_name,client_properties"
+        )
+        if isinstance(c, dict)
+    }
     consumers = []
     for entry in entries if isinstance(entries, list) else []:
         channel = entry.get("channel_details") or {}
         peer = channel.get("peer_host")
+        connection = str(channel.get("connection_name", ""))
         consumers.append(
             Consumer(
                 queue=str((entry.get("queue") or {}).get("name", "")),
                 tag=str(entry.get("consumer_tag", "")),
-                connection_name=channel.get("connection_name"),
+                connection_name=given.get(connection) or connection or None,
                 peer=f"{peer}:{channel.get('peer_port')}" if peer else None,
                 node=channel.get("node"),
             )
