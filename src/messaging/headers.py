@@ -2,7 +2,20 @@
 
 A dead letter carries everything a person reading the DLQ, or a tool
 replaying it, needs: why it failed, where, and where it was going.
+
+They are the bus's own: believed only on a message that came through the
+bus's own retry path (delivered to the work queue by name, through the
+default exchange) or read back from its DLQ. On a message a sender published
+to the events exchange they are dropped: a sender cannot choose the routing
+key a handler sees, its attempt count, or where ``dlq replay`` sends it.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+PREFIX = "x-chimera-"
 
 ERROR_TYPE = "x-chimera-error-type"
 ERROR_MESSAGE = "x-chimera-error-message"
@@ -15,3 +28,12 @@ REDELIVERIES = "x-chimera-redeliveries"
 """How many times the broker redelivered it unacked (its consumer died holding it)."""
 
 MAX_ERROR_MESSAGE = 1000
+
+
+def without_bus_headers(headers: Mapping[Any, Any]) -> dict[Any, Any]:
+    """``headers`` minus every ``x-chimera-*`` one (a sender's, not to be believed)."""
+    return {
+        key: value
+        for key, value in headers.items()
+        if not (isinstance(key, str) and key.startswith(PREFIX))
+    }

@@ -13,7 +13,7 @@ import queue
 import signal
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from types import FrameType
 from typing import Any, ClassVar
 
@@ -97,6 +97,7 @@ class EventSubscriber(ABC):
             queue_type=queue_type,
             single_active_consumer=single_active_consumer,
             declare=declare,
+            accepted_types=self.accepted_types,
         )
         self._portal = Portal.get()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -128,6 +129,15 @@ class EventSubscriber(ABC):
     @abstractmethod
     def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
         """The protobuf class of messages arriving with ``routing_key``."""
+
+    def accepted_types(self, message_class: type[ProtoMessage]) -> Collection[str]:
+        """``type`` property values taken for ``message_class`` besides its own full name.
+
+        A message whose ``type`` is neither is dead-lettered as a
+        :class:`~messaging.errors.DecodeError`. Override to take a compatible
+        message published under another name, e.g. ``["chimera.v2.QueryRequest"]``.
+        """
+        return ()
 
     @abstractmethod
     def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
@@ -34,6 +34,7 @@ from messaging.headers import (
     ORIGINAL_EXCHANGE,
     ORIGINAL_ROUTING_KEY,
     REDELIVERIES,
+    without_bus_headers,
 )
 from messaging.metrics import ConsumerMetrics
 from messaging.routing import validate_binding_pattern
@@ -57,14 +58,38 @@ DEFAULT_MAX_REDELIVERIES = 10
 MAX_PREFETCH = 65535
 
 MessageClassLookup = Callable[[str], "type[ProtoMessage] | None"]
+AcceptedTypes = Callable[[type[ProtoMessage]], Collection[str]]
+"""For a message class, the ``type`` values taken for it besides its own full name."""
 Handling = tuple[logcontext.Bound, Any, float]
+
+
+def came_through_the_bus(delivery: Delivery) -> bool:
+    """Delivered to the work queue by name: the bus's own retry or redelivery-count path.
+
+    Both reach the queue through the default exchange (a delay queue
+    dead-letters there; a recounted copy is published there). What senders
+    publish arrives through the events exchange. Who else may publish to the
+    default exchange is a matter of vhost permissions (README, "Who may write
+    where").
+    """
+    return not delivery.delivery.exchange  # type: ignore[union-attr]
+
+
+def headers_of(delivery: Delivery) -> dict[str, Any]:
+    """The message's headers as the bus believes them: a sender's ``x-chimera-*`` dropped."""
+    headers = delivery.header.properties.headers
+    if not headers:
+        return {}
+    if came_through_the_bus(delivery):
+        return dict(headers)
+    return without_bus_headers(headers)
 
 
 def routing_key_of(delivery: Delivery) -> str:
     """The key the message was published with, also after a retry through a delay queue."""
-    headers = delivery.header.properties.headers
-    if headers:
-        original = headers.get(ORIGINAL_ROUTING_KEY)
+    if came_through_the_bus(delivery):
+        headers = delivery.header.properties.headers
+        original = headers.get(ORIGINAL_ROUTING_KEY) if headers else None
         if original:
             return str(original)
     return delivery.delivery.routing_key or ""  # type: ignore[union-attr]
@@ -74,7 +99,7 @@ def delivery_properties(delivery: Delivery) -> dict[str, Any]:
     """The properties dict handlers receive."""
     props = delivery.header.properties
     frame: Any = delivery.delivery
-    headers = dict(props.headers) if props.headers else {}
+    headers = headers_of(delivery)
     return {
         "correlation_id": props.correlation_id,
         "reply_to": props.reply_to,
@@ -115,6 +140,7 @@ class Consumer:
         queue_type: QueueType | None = None,
         single_active_consumer: bool = False,
         declare: bool = True,
+        accepted_types: AcceptedTypes | None = None,
     ) -> None:
         if isinstance(routing_keys, str):
             raise ConfigurationError(
@@ -163,6 +189,8 @@ class Consumer:
             single_active_consumer=single_active_consumer,
         )
         self._message_class = message_class
+        self._accepted_types = accepted_types
+        self._accepted: dict[type[ProtoMessage], frozenset[str]] = {}
         # Retries and dead letters are published (with why-headers), confirmed,
         # and only then is the original acked: no window where it is nowhere.
         self._republisher = AsyncEventPublisher(pool, agent_name, exchange_name, declare=declare)
@@ -297,17 +325,50 @@ class Consumer:
             raise UnknownRoutingKeyError(
                 f"{self.agent_name} has no message class for routing key {routing_key!r}"
             )
-        content_type = delivery.header.properties.content_type
+        props = delivery.header.properties
+        content_type = props.content_type
         if content_type and content_type != CONTENT_TYPE:
             raise DecodeError(
                 f"content type {content_type!r} on {routing_key!r}, expected {CONTENT_TYPE!r}: "
                 f"the sender did not publish protobuf"
             )
+        self._check_type(props.message_type, cls, routing_key, delivery.body)
         return deserialize(delivery.body, cls)
+
+    def _check_type(
+        self, sent: str | None, cls: type[ProtoMessage], routing_key: str, body: bytes
+    ) -> None:
+        """The ``type`` property must name ``cls`` (or a type the subscriber accepts for it).
+
+        Protobuf decodes almost any bytes as almost any class, so the name is
+        what tells a ``DataRequest`` from a ``QueryRequest``. Without a
+        ``type`` (other clients leave it out) the body is all there is, and an
+        empty one says nothing: it is taken only for a class without fields.
+        """
+        accepted = self._accepted.get(cls)
+        if accepted is None:
+            accepted = frozenset(
+                (cls.DESCRIPTOR.full_name, *self._accepted_types(cls))
+                if self._accepted_types is not None
+                else (cls.DESCRIPTOR.full_name,)
+            )
+            self._accepted[cls] = accepted
+        if sent:
+            if sent not in accepted:
+                raise DecodeError(
+                    f"type {sent!r} on {routing_key!r}, but {self.agent_name} takes "
+                    f"{' or '.join(map(repr, sorted(accepted)))} there: the sender published "
+                    f"another message type"
+                )
+        elif not body and cls.DESCRIPTOR.fields:
+            raise DecodeError(
+                f"empty body and no type on {routing_key!r}: {cls.DESCRIPTOR.full_name} has "
+                f"fields, and a message of another client with neither is not taken as one"
+            )
 
     async def fail(self, delivery: Delivery, generation: int, exc: BaseException) -> None:
         """Retry ``delivery`` through a delay queue, or dead-letter it, saying why."""
-        headers = _headers_of(delivery)
+        headers = headers_of(delivery)
         attempts = _int(headers.get(ATTEMPTS)) + 1
         retry = attempts <= len(self.retry_delays) and not isinstance(exc, self.permanent_errors)
         headers.update(
@@ -335,7 +396,7 @@ class Consumer:
         of the queue) that carries it. A message that crashes every consumer
         that takes it thus reaches the DLQ instead of looping for ever.
         """
-        headers = _headers_of(delivery)
+        headers = headers_of(delivery)
         redeliveries = _int(headers.get(REDELIVERIES)) + 1
         limit = self.max_redeliveries
         if limit is not None and redeliveries > limit:
@@ -431,11 +492,6 @@ def _log_ids(props: Properties) -> dict[str, str]:
         "correlation_id": printable(props.correlation_id),
         "message_id": printable(props.message_id),
     }
-
-
-def _headers_of(delivery: Delivery) -> dict[str, Any]:
-    headers = delivery.header.properties.headers
-    return dict(headers) if headers else {}
 
 
 def _int(value: object) -> int:

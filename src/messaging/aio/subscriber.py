@@ -8,7 +8,7 @@ import logging
 import signal
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, ClassVar
 
 from google.protobuf.message import Message as ProtoMessage
@@ -76,6 +76,7 @@ class AsyncEventSubscriber(ABC):
             queue_type=queue_type,
             single_active_consumer=single_active_consumer,
             declare=declare,
+            accepted_types=self.accepted_types,
         )
         self._in_hand: set[asyncio.Task[Any]] = set()
         self._stopped: asyncio.Event | None = None
@@ -100,6 +101,15 @@ class AsyncEventSubscriber(ABC):
     @abstractmethod
     def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
         """The protobuf class of messages arriving with ``routing_key``."""
+
+    def accepted_types(self, message_class: type[ProtoMessage]) -> Collection[str]:
+        """``type`` property values taken for ``message_class`` besides its own full name.
+
+        A message whose ``type`` is neither is dead-lettered as a
+        :class:`~messaging.errors.DecodeError`. Override to take a compatible
+        message published under another name, e.g. ``["chimera.v2.QueryRequest"]``.
+        """
+        return ()
 
     @abstractmethod
     async def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
