@@ -5,6 +5,7 @@ The synchronous classes the spec names live here; their asyncio twins are in
 """
 
 from messaging.agent import BaseAgent
+from messaging.aio import hooks as _hooks
 from messaging.aio.pool import PoolHealth
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, Settings, load_config
@@ -35,10 +36,15 @@ from messaging.errors import (
 )
 from messaging.idempotency import Deduplicator, idempotent
 from messaging.metadata import MessageBuilder, create_metadata
+from messaging.ops import health as _health
 from messaging.publisher import EventPublisher
 from messaging.stores import RedisContextStore, RedisDeduplicator
 from messaging.subscriber import EventSubscriber
 from messaging.transport import ChannelManager, ConnectionHealth
+
+# Operations watch the core from above: a subscriber that starts consuming
+# serves the health endpoint when MONITORING__HTTP_PORT is set.
+_hooks.on_subscriber_started(_health.serve_and_watch)
 
 __all__ = [
     "AuthenticationFailedError",

@@ -46,10 +46,3 @@ class RetryPolicy:
     def delays(self) -> Iterator[float]:
         """The delays of one bounded attempt: ``max_retries`` of them."""
         return (self.delay(n) for n in range(self.max_retries))
-
-    def budget(self) -> float:
-        """Upper bound of the total time the retries of one attempt sleep."""
-        return sum(
-            min(self.max_delay, self.initial_delay * self.multiplier ** min(n, 64))
-            for n in range(self.max_retries)
-        )

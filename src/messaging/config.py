@@ -2,7 +2,7 @@
 
 ``load_config().rabbitmq`` is what :class:`messaging.ConnectionPool` takes;
 ``load_config().monitoring`` turns on the health/metrics endpoint and picks
-the log format (:mod:`messaging.health`, :mod:`messaging.logs`);
+the log format (:mod:`messaging.ops.health`, :mod:`messaging.ops.logs`);
 ``load_config().store`` says where agents keep state shared between replicas.
 
 The broker is named either by ``RABBITMQ__URL`` (one ``amqp://``/``amqps://``

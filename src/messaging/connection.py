@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from messaging._portal import Portal
 from messaging.aio.pool import AsyncConnectionPool, PoolHealth
 from messaging.config import RabbitMQConfig
@@ -27,6 +29,11 @@ class ConnectionPool:
     ) -> None:
         self.aio = AsyncConnectionPool(config, max_retries, initial_retry_delay, max_retry_delay)
         self._portal = Portal.get()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The IO thread's event loop, which runs :attr:`aio`."""
+        return self._portal.loop
 
     @property
     def config(self) -> RabbitMQConfig:

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging import health
 from messaging._portal import Portal
+from messaging.aio import hooks
 from messaging.aio.acks import Outcome, Settler
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
 from messaging.aio.publisher import DEFAULT_EXCHANGE
@@ -152,10 +152,7 @@ class EventSubscriber(ABC):
         buffered but not started go back to the queue.
         """
         self._stopping.clear()
-        self._portal.call(self.consumer.start(self._on_delivery))
-        server = health.serve_from_config(self.connection_pool)  # MONITORING__HTTP_PORT
-        if server is not None:
-            server.watch(self)
+        self._portal.call(self._start())
         self._running.set()
         restore = self._install_signal_handlers()
         try:
@@ -164,6 +161,10 @@ class EventSubscriber(ABC):
             restore()
             self._running.clear()
             self._shutdown()
+
+    async def _start(self) -> None:
+        await self.consumer.start(self._on_delivery)
+        hooks.subscriber_started(self.connection_pool.aio, self)  # health endpoint, if asked
 
     def stop(self) -> None:
         """Ask :meth:`start_consuming` to return. Safe from any thread, a handler or a signal."""

@@ -13,7 +13,7 @@ def printable(value: object) -> str:
     """``value`` as one line of plain text; ``None`` as ``-``.
 
     Octets that arrived as a lone surrogate (see
-    :mod:`messaging.transport.octets`) or as ``bytes`` are shown as
+    :mod:`messaging.transport.amqp.octets`) or as ``bytes`` are shown as
     ``\\xNN``; non-printable characters as their Python escape.
     """
     if isinstance(value, str):

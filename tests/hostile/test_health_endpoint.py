@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from messaging import ConnectionPool
 from messaging.config import RabbitMQConfig
-from messaging.health import HealthServer
+from messaging.ops.health import HealthServer
 from tests.integration.helpers import wait_for
 
 

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from messaging import AuthenticationFailedError, ConnectionFailedError, ConnectionPool
 from messaging.config import RabbitMQConfig
-from messaging.health import Readiness
+from messaging.ops.health import Readiness
 from tests.broker_env import HOST, PORT
 
 

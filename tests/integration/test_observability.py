@@ -22,10 +22,11 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from messaging import ConnectionPool, EventPublisher, logcontext, tracing
+from messaging import ConnectionPool, EventPublisher
 from messaging.config import MonitoringConfig, RabbitMQConfig, Settings
-from messaging.health import HealthServer, serve_from_config, stop_serving
-from messaging.logs import configure_logging, redact
+from messaging.ops import logcontext, tracing
+from messaging.ops.health import HealthServer, serve_from_config, stop_serving
+from messaging.ops.logs import configure_logging, redact
 from tests.conftest import Names, RawBroker
 from tests.integration.helpers import Recorder, query, wait_for
 

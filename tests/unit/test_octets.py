@@ -14,7 +14,7 @@ from pamqp import decode as pamqp_decode
 from pamqp import encode as pamqp_encode
 
 import messaging.transport  # noqa: F401  (installs the lenient codecs, as the bus does)
-from messaging.transport.octets import (
+from messaging.transport.amqp.octets import (
     decode_field_table,
     decode_short_str,
     encode_field_table,

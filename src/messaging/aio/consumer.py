@@ -16,7 +16,6 @@ from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging import logcontext, tracing
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import AsyncEventPublisher
 from messaging.errors import (
@@ -36,7 +35,8 @@ from messaging.headers import (
     REDELIVERIES,
     without_bus_headers,
 )
-from messaging.metrics import ConsumerMetrics
+from messaging.ops import logcontext, tracing
+from messaging.ops.metrics import ConsumerMetrics
 from messaging.routing import validate_binding_pattern
 from messaging.serialization import CONTENT_TYPE, deserialize
 from messaging.topology import (
@@ -48,8 +48,8 @@ from messaging.topology import (
     validate_name,
 )
 from messaging.transport import BrokerInspector, Delivery, ManagedChannel, Properties
-from messaging.transport.channels import DeliveryCallback
-from messaging.transport.octets import foreign_fields, is_foreign
+from messaging.transport.amqp.channels import DeliveryCallback
+from messaging.transport.amqp.octets import foreign_fields, is_foreign
 from messaging.wiretext import printable
 
 log = logging.getLogger("messaging.subscriber")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, load_config
-from messaging.metrics import POOLS
+from messaging.ops.metrics import POOLS
 from messaging.transport import ChannelManager, ConnectionHealth, SupervisedConnection
 
 

@@ -9,13 +9,13 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging import tracing
 from messaging.aio.once import Once
 from messaging.aio.pool import AsyncConnectionPool
+from messaging.aio.rpc import DIRECT_REPLY_TO, AsyncRequester
 from messaging.errors import (
     ClosedError,
     InvalidMessageError,
@@ -25,10 +25,8 @@ from messaging.errors import (
     PublishTimeoutError,
     UnroutableMessageError,
 )
-from messaging.metrics import PublisherMetrics
-
-if TYPE_CHECKING:
-    from messaging.aio.rpc import AsyncRequester
+from messaging.ops import tracing
+from messaging.ops.metrics import PublisherMetrics
 from messaging.routing import validate_routing_key
 from messaging.serialization import CONTENT_TYPE, serialize
 from messaging.topology import Topology, events_exchange, validate_name
@@ -37,7 +35,6 @@ from messaging.transport import CONNECTION_LOST, ManagedChannel, Properties
 log = logging.getLogger("messaging.publisher")
 
 DEFAULT_EXCHANGE = "chimera.events"
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +258,6 @@ class AsyncEventPublisher:
         within ``timeout``. Safe to call many times at once.
         """
         if self._requester is None:
-            from messaging.aio.rpc import AsyncRequester
-
             self._requester = AsyncRequester(self)
         if correlation_id is None:
             meta = getattr(message, "metadata", None)

@@ -14,20 +14,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable
+from typing import Protocol
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.once import Once
-from messaging.aio.publisher import DIRECT_REPLY_TO, AsyncEventPublisher
 from messaging.errors import ConnectionFailedError, DecodeError, RequestTimeoutError
 from messaging.serialization import deserialize, message_class_for
-from messaging.transport import Delivery
+from messaging.transport import Delivery, ManagedChannel
 
 log = logging.getLogger("messaging.rpc")
 
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+class RequestSender(Protocol):
+    """What a requester needs of a publisher: its channel, and a publish to reply-to."""
+
+    @property
+    def channel(self) -> ManagedChannel: ...
+
+    def publish(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        *,
+        correlation_id: str | None = ...,
+        reply_to: str | None = ...,
+        timeout: float | None = ...,
+    ) -> Awaitable[str]: ...
+
 
 class AsyncRequester:
-    def __init__(self, publisher: AsyncEventPublisher) -> None:
+    def __init__(self, publisher: RequestSender) -> None:
         self.publisher = publisher
         self._pending: dict[str, asyncio.Future[ProtoMessage]] = {}
         self._ensure_consuming = Once(self._consume_replies)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging import health
+from messaging.aio import hooks
 from messaging.aio.acks import AckWindow
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
 from messaging.aio.pool import AsyncConnectionPool
@@ -120,9 +120,7 @@ class AsyncEventSubscriber(ABC):
         self._stopped = asyncio.Event()
         self._acks = AckWindow(self.consumer, asyncio.get_running_loop())
         await self.consumer.start(self._on_delivery)
-        server = health.serve_from_config(self.connection_pool)  # MONITORING__HTTP_PORT
-        if server is not None:
-            server.watch(self)
+        hooks.subscriber_started(self.connection_pool, self)  # the health endpoint, if asked for
 
     async def start_consuming(self) -> None:
         """Consume until :meth:`stop`, SIGINT or SIGTERM; finishes the messages in hand."""

@@ -26,8 +26,8 @@ from messaging.errors import (
     MessagingError,
     PublishTimeoutError,
 )
-from messaging.logs import configure_logging as configure_logging_to_stderr
-from messaging.logs import redact
+from messaging.ops.logs import configure_logging as configure_logging_to_stderr
+from messaging.ops.logs import redact
 from messaging.transport import (
     CONNECTION_LOST,
     BrokerInspector,

@@ -30,7 +30,7 @@ from messaging.config import load_config
 from messaging.connection import ConnectionPool
 from messaging.context import InMemoryContextStore
 from messaging.errors import ConfigurationError, MessagingError
-from messaging.logs import configure_from_config
+from messaging.ops.logs import configure_from_config
 from messaging.subscriber import EventSubscriber
 
 log = logging.getLogger("messaging.run")

@@ -34,7 +34,7 @@ from messaging.cli._types import importable_from_here
 from messaging.cli._worker import EXIT_CANNOT_START, WORKER_ENV, load_target
 from messaging.config import load_config
 from messaging.errors import ConfigurationError
-from messaging.logs import configure_from_config
+from messaging.ops.logs import configure_from_config
 
 log = logging.getLogger("messaging.run")
 

@@ -1,15 +1,14 @@
-"""The seam to the broker: the only package that imports the AMQP client."""
+"""The seam to the broker: the only package that imports the AMQP client.
 
-from messaging.transport import octets
-from messaging.transport.base import Delivery, Properties
-from messaging.transport.channels import ChannelManager, ManagedChannel, declare_topology
-from messaging.transport.connection import ConnectionHealth, SupervisedConnection
-from messaging.transport.errors import CONNECTION_LOST
-from messaging.transport.inspect import BrokerInspector, QueueInfo
+:mod:`messaging.transport.base` names what the core sees; the AMQP
+implementation lives in :mod:`messaging.transport.amqp`.
+"""
 
-# Before any connection exists: a short string that is not UTF-8 must never
-# make the frame reader drop the connection (see messaging.transport.octets).
-octets.install()
+from messaging.transport.amqp.channels import ChannelManager, ManagedChannel, declare_topology
+from messaging.transport.amqp.connection import SupervisedConnection
+from messaging.transport.amqp.errors import CONNECTION_LOST
+from messaging.transport.amqp.inspect import BrokerInspector, QueueInfo
+from messaging.transport.base import ConnectionHealth, Delivery, Properties
 
 __all__ = [
     "CONNECTION_LOST",

@@ -5,10 +5,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from messaging.transport.memory.broker import Channel
+
+class Channel(Protocol):
+    """The broker channel a delivery came on, as the model sees it (the model must
+    not import the broker that imports it: no import circles, type-only ones included)."""
+
+    number: int
+    is_open: bool
 
 
 @dataclass(slots=True)

@@ -18,14 +18,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from messaging.aio.pool import AsyncConnectionPool
+from messaging.config import RabbitMQConfig
+from messaging.transport.base import ConnectionHealth
 
 log = logging.getLogger("messaging.metrics")
 
@@ -113,13 +113,33 @@ class ConsumerMetrics:
         HANDLER_ERRORS.labels(self.agent, self.queue, type(exc).__name__).inc()
 
 
+class _PoolHealth(Protocol):
+    @property
+    def publishing(self) -> ConnectionHealth: ...
+
+    @property
+    def consuming(self) -> ConnectionHealth: ...
+
+
+class WatchedPool(Protocol):
+    """What the collector reads of a pool (an :class:`~messaging.aio.AsyncConnectionPool`)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def config(self) -> RabbitMQConfig: ...
+
+    def health(self) -> _PoolHealth: ...
+
+
 class PoolCollector(Collector):
     """Connection metrics read from every live pool at scrape time."""
 
     def __init__(self) -> None:
-        self._pools: weakref.WeakSet[AsyncConnectionPool] = weakref.WeakSet()
+        self._pools: weakref.WeakSet[WatchedPool] = weakref.WeakSet()
 
-    def track(self, pool: AsyncConnectionPool) -> None:
+    def track(self, pool: WatchedPool) -> None:
         self._pools.add(pool)
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
@@ -169,7 +189,7 @@ DepthProbe = Callable[[], int]
 class DLQCollector(Collector):
     """``chimera_dlq_messages{queue}``: dead letters waiting, read from the broker.
 
-    Whoever can reach the broker (:class:`messaging.health.HealthServer`) tracks
+    Whoever can reach the broker (:class:`messaging.ops.health.HealthServer`) tracks
     a probe per subscriber queue. A scrape asks each probe at most once per
     ``cache_seconds`` (a failure too), and a failing probe is logged and left
     out of that scrape, never raised into it.

@@ -22,7 +22,7 @@ from messaging.errors import (
     UnroutableMessageError,
     VirtualHostError,
 )
-from messaging.transport.tls import verification_failure
+from messaging.transport.amqp.tls import verification_failure
 
 _INEQUIVALENT = re.compile(
     r"inequivalent arg '(?P<arg>[^']+)' for (?P<entity>queue|exchange) '(?P<name>[^']+)'"

@@ -3,7 +3,7 @@
 The subscriber binds the correlation id and message id to context variables
 around each handler call, so the handler's own log lines (and the library's)
 carry them. :class:`MessageContextFilter` copies them onto log records;
-:func:`messaging.logs.configure_logging` installs it.
+:func:`messaging.ops.logs.configure_logging` installs it.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import aiormq.exceptions as amqp_errors
 
 from messaging.errors import ConnectionFailedError
-from messaging.transport.channels import ChannelManager, ManagedChannel
-from messaging.transport.errors import CONNECTION_LOST, translate_topology_error
+from messaging.transport.amqp.channels import ChannelManager, ManagedChannel
+from messaging.transport.amqp.errors import CONNECTION_LOST, translate_topology_error
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,11 @@ from typing import Any, Protocol, TypeVar
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
-from messaging._portal import Portal
+from messaging.aio.hooks import Consuming
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.config import Settings, load_config
-from messaging.connection import ConnectionPool
 from messaging.errors import ConfigurationError
-from messaging.metrics import DLQS, DepthProbe
+from messaging.ops.metrics import DLQS, DepthProbe
 from messaging.topology import dlq_name
 from messaging.transport import BrokerInspector, ConnectionHealth
 
@@ -71,17 +70,26 @@ REQUEST_TIMEOUT = 5.0
 ``MONITORING__HTTP_REQUEST_TIMEOUT``."""
 
 
-class Watchable(Protocol):
-    """A subscriber or agent, sync or async, whose consumer must be attached."""
+Watchable = Consuming
+"""A subscriber or agent, sync or async, whose consumer must be attached."""
+
+
+class LoopOwningPool(Protocol):
+    """A pool whose async core runs on an event loop of its own thread.
+
+    The sync :class:`messaging.ConnectionPool` is one: the health endpoint
+    reaches the broker through ``aio`` on ``loop`` without importing the sync
+    layer.
+    """
 
     @property
-    def agent_name(self) -> str: ...
+    def aio(self) -> AsyncConnectionPool: ...
 
     @property
-    def queue_name(self) -> str: ...
+    def loop(self) -> asyncio.AbstractEventLoop: ...
 
-    @property
-    def is_consuming(self) -> bool: ...
+
+AnyPool = LoopOwningPool | AsyncConnectionPool
 
 
 @dataclass(frozen=True)
@@ -196,7 +204,7 @@ class HealthServer:
 
     def __init__(
         self,
-        pool: ConnectionPool | AsyncConnectionPool,
+        pool: AnyPool,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -208,7 +216,7 @@ class HealthServer:
             raise ConfigurationError(f"max_connections must be >= 1, got {max_connections!r}")
         if not request_timeout > 0:
             raise ConfigurationError(f"request_timeout must be > 0, got {request_timeout!r}")
-        self.pool = pool.aio if isinstance(pool, ConnectionPool) else pool
+        self.pool = pool if isinstance(pool, AsyncConnectionPool) else pool.aio
         self.host = host
         self.max_connections = max_connections
         self.request_timeout = request_timeout
@@ -365,7 +373,7 @@ class HealthServer:
 
 
 class _DLQProbe:
-    """The depth of one DLQ, for :data:`messaging.metrics.DLQS`."""
+    """The depth of one DLQ, for :data:`messaging.ops.metrics.DLQS`."""
 
     def __init__(self, probe: BrokerProbe, dlq: str) -> None:
         self._probe = probe
@@ -523,9 +531,9 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-def _loop_of(pool: ConnectionPool | AsyncConnectionPool) -> asyncio.AbstractEventLoop:
-    if isinstance(pool, ConnectionPool):
-        return Portal.get().loop
+def _loop_of(pool: AnyPool) -> asyncio.AbstractEventLoop:
+    if not isinstance(pool, AsyncConnectionPool):
+        return pool.loop
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
@@ -544,9 +552,7 @@ _server: HealthServer | None = None
 _server_lock = threading.Lock()
 
 
-def serve_from_config(
-    pool: ConnectionPool | AsyncConnectionPool, settings: Settings | None = None
-) -> HealthServer | None:
+def serve_from_config(pool: AnyPool, settings: Settings | None = None) -> HealthServer | None:
     """Start this process's endpoint if ``MONITORING__HTTP_PORT`` is set; None otherwise.
 
     One per process: later calls return the server already running (whatever
@@ -576,3 +582,14 @@ def stop_serving() -> None:
         server, _server = _server, None
     if server is not None:
         server.close()
+
+
+def serve_and_watch(pool: AsyncConnectionPool, subscriber: Consuming) -> None:
+    """The hook the ``messaging`` package registers on subscriber start.
+
+    Serves the endpoint when ``MONITORING__HTTP_PORT`` is set (on the loop that
+    runs ``pool``) and counts ``subscriber`` in its readiness.
+    """
+    server = serve_from_config(pool)
+    if server is not None:
+        server.watch(subscriber)

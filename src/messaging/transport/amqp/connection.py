@@ -22,7 +22,6 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -37,28 +36,13 @@ from messaging.errors import (
     ClosedError,
     ConnectionFailedError,
 )
-from messaging.transport.errors import translate_connect_error
-from messaging.transport.tls import client_context
+from messaging.transport.amqp.errors import translate_connect_error
+from messaging.transport.amqp.tls import client_context
+from messaging.transport.base import ConnectionHealth
 
 log = logging.getLogger("messaging.connection")
 
 ReconnectListener = Callable[[], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class ConnectionHealth:
-    """A snapshot of one connection's state, for health checks and metrics."""
-
-    purpose: str
-    connected: bool
-    uptime: float
-    """Seconds since the current connection opened; 0 when disconnected."""
-    reconnects: int
-    last_error: str | None
-    blocked: bool
-    """The broker has blocked publishing (a memory or disk alarm)."""
-    node: str | None = None
-    """``host:port`` of the broker node this connection is on; None when disconnected."""
 
 
 class SupervisedConnection:

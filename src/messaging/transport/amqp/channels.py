@@ -33,14 +33,14 @@ from messaging.errors import (
     TopologyMissingError,
 )
 from messaging.topology import Topology
-from messaging.transport.base import Delivery, Properties
-from messaging.transport.connection import SupervisedConnection
-from messaging.transport.errors import (
+from messaging.transport.amqp.connection import SupervisedConnection
+from messaging.transport.amqp.errors import (
     CONNECTION_LOST,
     ConnectionLostError,
     translate_publish_error,
     translate_topology_error,
 )
+from messaging.transport.base import Delivery, Properties
 
 log = logging.getLogger("messaging.channel")
 

@@ -1,4 +1,4 @@
-"""OpenTelemetry behind :mod:`messaging.tracing`; imported only once tracing is enabled."""
+"""OpenTelemetry behind :mod:`messaging.ops.tracing`; imported only once tracing is enabled."""
 
 from __future__ import annotations
 
