@@ -497,3 +497,26 @@ def test_status_names_each_consumers_connection_or_says_it_cannot(
     assert "connection names unknown" in blind.output
     assert "no management API at http://127.0.0.1:1" in blind.output
     assert "rabbitmqctl is not installed here" in blind.output
+
+
+# -- --url -------------------------------------------------------------------------
+
+
+def test_url_wins_over_the_variables_and_fails_over_in_order(names: Names) -> None:
+    here = f"amqp://guest:guest@{broker_env.HOST}:{broker_env.PORT}/"
+    down = "amqp://guest:guest@127.0.0.1:1/"
+    result = cli("status", "--url", f"{down},{here}", "--json", RABBITMQ__PORT="1")
+    assert result.exit_code in (0, 1), result.output  # reachable; the exchange may be missing
+    broker = json.loads(result.stdout.splitlines()[0])
+    assert broker["node"] == f"{broker_env.HOST}:{broker_env.PORT}"  # the second, after the first
+    assert "guest:guest" not in result.output
+
+    for command in (["dlq", "list", names.queue()], ["top", "--once", "-q", names.queue()]):
+        reached = cli(*command, "--url", here, RABBITMQ__PORT="1")
+        assert "ConnectionFailedError" not in reached.output, reached.output
+
+    bad = cli("status", "--url", "http://bob:s3cret-pw@somewhere/")
+    assert bad.exit_code == 2
+    assert "error: ConfigurationError: --url:" in bad.output
+    assert "s3cret-pw" not in bad.output
+    assert "Traceback" not in bad.output

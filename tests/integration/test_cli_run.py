@@ -186,3 +186,18 @@ def _consumers(raw: RawBroker, queue: str) -> int:
         raw.channel = raw.connection.channel()
         return 0
 
+
+def test_workers_sharing_a_redis_store_get_no_warning(
+    raw: RawBroker, names: Names, runs: list[Run]
+) -> None:
+    exchange, queue = names.exchange, names.queue("pid_agent")
+    run = Run(
+        "tests.integration.run_agents:PidAgent", "--workers", "2",
+        RUN_TEST_EXCHANGE=exchange, RUN_TEST_QUEUE=queue,
+        STORE__REDIS_URL="redis://127.0.0.1:6379/0", STORE__KEY_PREFIX=f"{names.prefix}:",
+    )  # fmt: skip
+    runs.append(run)
+    wait_for(lambda: _consumers(raw, queue) == 2, timeout=60, what="two workers consuming")
+    assert run.stop(signal.SIGTERM) == 0, run.log
+    assert "WARNING" not in run.log
+    assert "keeps workflow context in this process's memory" not in run.log

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from messaging.config import RabbitMQConfig
+from messaging.config import BrokerNode
 
 MANAGEMENT_PORT = 15672
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
@@ -43,12 +43,13 @@ class Target:
     management_url: str | None = None
 
     @classmethod
-    def of(cls, config: RabbitMQConfig, management_url: str | None = None) -> Target:
+    def of(cls, node: BrokerNode, management_url: str | None = None) -> Target:
+        """The node the CLI is connected to (of the ones RABBITMQ__URL lists)."""
         return cls(
-            config.host,
-            config.vhost,
-            config.username,
-            config.password.get_secret_value(),
+            node.host,
+            node.vhost,
+            node.username,
+            node.password.get_secret_value(),
             management_url,
         )
 

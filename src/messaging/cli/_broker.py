@@ -19,7 +19,7 @@ import typer
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.cli._output import make_console, text
-from messaging.config import RabbitMQConfig, load_config
+from messaging.config import BrokerNode, RabbitMQConfig, load_config
 from messaging.errors import (
     ConfigurationError,
     ConnectionFailedError,
@@ -168,6 +168,11 @@ class Broker:
 
     async def connect(self) -> None:
         await self.pool.consuming.connection.get()
+
+    @property
+    def node(self) -> BrokerNode:
+        """The broker node this command's connection is on (one of RABBITMQ__URL's)."""
+        return self.pool.consuming.connection.node or self.config.nodes()[0]
 
     def reader(self, purpose: str) -> ManagedChannel:
         """A plain channel on the consuming connection (get, ack, consume)."""

@@ -83,8 +83,8 @@ def warn_about_local_state(agent: object, workers: int) -> None:
             "%s runs as %d workers but keeps workflow context in this process's memory "
             "(InMemoryContextStore): the answer to a request sent by one worker may "
             "reach another, which will not find its context; and an @idempotent handler "
-            "remembers message ids per worker. Give the agent a shared store "
-            "(context_store=...) or run one worker",
+            "remembers message ids per worker. Set STORE__REDIS_URL to share them "
+            "through Redis, or run one worker",
             type(agent).__name__,
             workers,
         )

@@ -65,6 +65,8 @@ class QueueRow:
 @dataclass
 class Report:
     broker: str
+    node: str
+    """``host:port`` of the node this check's connection is on (one of RABBITMQ__URL's)."""
     exchange: str
     exchange_exists: bool
     rows: list[QueueRow]
@@ -95,12 +97,14 @@ async def collect(queues: list[str], exchange: str, management_url: str | None) 
         rows = [judge(q, await broker.queue(q), await broker.queue(dlq_name(q))) for q in queues]
         consumed = [row.name for row in rows if row.queue is not None and row.queue.consumers]
         if consumed:
-            target = Target.of(broker.config, management_url)
+            target = Target.of(broker.node, management_url)
             # Subprocesses and HTTP: off the event loop, which keeps the connections alive.
             consumers = await asyncio.to_thread(find_consumers, target, consumed)
         else:
             consumers = Consumers("nothing to look up")
-        return Report(broker.config.safe_url(), exchange, exists, rows, consumers)
+        return Report(
+            broker.config.safe_url(), broker.node.address, exchange, exists, rows, consumers
+        )
 
 
 def status(
@@ -128,6 +132,7 @@ def _print_json(out: Output, report: Report) -> None:
         {
             "kind": "broker",
             "broker": report.broker,
+            "node": report.node,
             "exchange": report.exchange,
             "exchange_exists": report.exchange_exists,
             "ok": not report.problems,
@@ -164,7 +169,7 @@ def _print_json(out: Output, report: Report) -> None:
 
 
 def _print_text(out: Output, report: Report) -> None:
-    out.line(("broker", "green"), f"    {report.broker}  reachable")
+    out.line(("broker", "green"), f"    {report.broker}  reachable, on node {report.node}")
     if report.exchange_exists:
         out.line(("exchange", "green"), f"  {report.exchange}  exists")
     else:

@@ -94,7 +94,7 @@ async def watch(
     management_url: str | None,
 ) -> None:
     async with open_broker() as broker:
-        target = Target.of(broker.config, management_url)
+        target = Target.of(broker.node, management_url)
         source, snapshot = await open_stats(broker, target, queues)
         if once:
             print_once(out, snapshot)
