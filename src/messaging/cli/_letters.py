@@ -11,14 +11,11 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from messaging.cli._output import text
+from messaging.dead_letters import recorded_route, replay_headers
 from messaging.serialization import deserialize, message_class_for, to_dict
 from messaging.transport import Delivery, Properties
 
 CHIMERA_PREFIX = "x-chimera-"
-ORIGINAL_EXCHANGE = "x-chimera-original-exchange"
-ORIGINAL_ROUTING_KEY = "x-chimera-original-routing-key"
-# What RabbitMQ adds when it dead-letters; a replayed message starts without them.
-_BROKER_DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
 
 
 def plain(value: Any) -> Any:
@@ -110,33 +107,19 @@ def why(headers: dict[str, Any]) -> str:
 
 
 def original_target(headers: dict[str, Any], work_queue: str) -> tuple[str, str] | None:
-    """Where the message was first published: exchange and routing key.
+    """Where the message was delivered from when it died: exchange and routing key.
 
-    The bus's own headers win; otherwise the ``x-death`` entry of the work
-    queue (or the oldest one) tells the exchange and the routing keys.
+    The route recorded when it was dead-lettered (:func:`messaging.dead_letters.recorded_route`):
+    never one a sender wrote in its own headers. None when nothing recorded one.
     """
-    exchange = headers.get(ORIGINAL_EXCHANGE)
-    routing_key = headers.get(ORIGINAL_ROUTING_KEY)
-    if exchange is not None and routing_key is not None:
-        return str(plain(exchange)), str(plain(routing_key))
-    entries = deaths(headers)
-    if not entries:
-        return None
-    mine = [e for e in entries if e.get("queue") == work_queue]
-    entry = mine[0] if mine else entries[-1]
-    keys = entry.get("routing-keys") or []
-    if "exchange" not in entry or not keys:
-        return None
-    return str(entry["exchange"]), str(keys[0])
+    route = recorded_route(headers, work_queue)
+    return None if route is None else (route.exchange, route.routing_key)
 
 
-def replay_properties(props: Properties) -> Properties:
-    """The original properties, minus what the broker added when it dead-lettered."""
-    headers = {
-        k: v
-        for k, v in (props.headers or {}).items()
-        if not any(k.startswith(prefix) for prefix in _BROKER_DEATH_HEADERS)
-    }
+def replay_properties(props: Properties, work_queue: str) -> Properties:
+    """The original properties, minus what the broker added when it dead-lettered
+    (and a sender's own ``x-chimera-*`` headers: :func:`messaging.dead_letters.replay_headers`)."""
+    headers = replay_headers(props.headers or {}, work_queue)
     return Properties(
         content_type=props.content_type,
         content_encoding=props.content_encoding,

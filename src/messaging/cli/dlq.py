@@ -227,7 +227,7 @@ async def replay_one(
             letter.body,
             exchange=exchange,
             routing_key=routing_key,
-            properties=replay_properties(letter.header.properties),
+            properties=replay_properties(letter.header.properties, work),
             timeout=timeout,
         )
     except ConnectionFailedError:
