@@ -83,7 +83,7 @@ def _run(ctx: BenchContext) -> dict[str, object]:
 def rate(ctx: BenchContext) -> Sample:
     out = _run(ctx)
     count, seconds = int(str(out["count"])), float(str(out["seconds"]))
-    return rate_sample(ctx, count, seconds, node=True)
+    return rate_sample(ctx, count, seconds, node=True, cpu_us_per_msg=_cpu_per_msg(out))
 
 
 @register(NAME, "rpc", raw=False, anchor=True)
@@ -91,4 +91,12 @@ def rpc(ctx: BenchContext) -> Sample:
     out = _run(ctx)
     latencies = out["latencies_s"]
     assert isinstance(latencies, list)
-    return latency_sample(ctx, [float(x) for x in latencies], float(str(out["seconds"])))
+    sample = latency_sample(ctx, [float(x) for x in latencies], float(str(out["seconds"])))
+    sample.notes["cpu_us_per_msg"] = _cpu_per_msg(out)
+    return sample
+
+
+def _cpu_per_msg(out: dict[str, object]) -> float:
+    """Node's own CPU while timed (process.cpuUsage), per message."""
+    count = max(1, int(str(out["count"])))
+    return round(float(str(out["cpu_s"])) / count * 1e6, 1)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import Sample, make_context
+from common import Sample, last_cpu_seconds, make_context
 from google.protobuf.internal import api_implementation
 from profiling import profiled
 from registry import REGISTRY, ROWS, Impl, load_all
@@ -52,6 +52,10 @@ class Result:
         values = [v for s in self.samples if (v := getattr(s, attr)) is not None]
         return statistics.median(values) if values else None
 
+    def median_note(self, key: str) -> float | None:
+        values = [float(s.notes[key]) for s in self.samples if key in s.notes]
+        return statistics.median(values) if values else None
+
 
 def worker(impl_name: str, work: str, messages: int) -> int:
     """Child process: do one work row with one implementation, print a JSON Sample."""
@@ -63,6 +67,11 @@ def worker(impl_name: str, work: str, messages: int) -> int:
         impl.prepare(ctx)
         with profiled():  # a flame graph of the timed work, if BENCH_PROFILE_SVG is set
             sample = impl.run(ctx)
+        # CPU per message of this process (all threads) while timed: far
+        # steadier than wall time on a loaded machine. Node reports its own.
+        cpu = last_cpu_seconds()
+        if cpu is not None and sample.messages and "cpu_us_per_msg" not in sample.notes:
+            sample.notes["cpu_us_per_msg"] = round(cpu / sample.messages * 1e6, 1)
     finally:
         impl.cleanup(ctx)
     print(json.dumps(sample.to_json()))
@@ -186,8 +195,8 @@ def table(work: str, results: list[Result], messages: int) -> str:
         f"### {work}: {row.description} (n={messages})",
         "",
         f"| implementation | {head} | vs best raw ({best_name}) | vs {REFERENCE} | vs {ANCHOR} "
-        "| runs |",
-        "| --- | " + ("--- | --- |" if lat else "--- |") + " --- | --- | --- | --- |",
+        "| CPU µs/msg | runs |",
+        "| --- | " + ("--- | --- |" if lat else "--- |") + " --- | --- | --- | --- | --- |",
     ]
     for r, s in scored:
         if lat:
@@ -203,7 +212,9 @@ def table(work: str, results: list[Result], messages: int) -> str:
         runs += f" ({len(r.retried)} retried)" if r.retried else ""
         name = r.impl if r.raw else f"_{r.impl} (Node)_" if r.anchor else f"**{r.impl}**"
         ratios = f"{_fmt_ratio(vs_best)} | {_fmt_ratio(vs_ref)} | {_fmt_ratio(vs_anchor)}"
-        lines.append(f"| {name} | {figure} | {ratios} | {runs} |")
+        cpu = r.median_note("cpu_us_per_msg")
+        cpu_text = f"{cpu:,.0f}" if cpu is not None else "-"
+        lines.append(f"| {name} | {figure} | {ratios} | {cpu_text} | {runs} |")
     errors = [f"- {r.impl}: {e}" for r in results for e in sorted({*r.errors, *r.retried})]
     if errors:
         lines += ["", "errors:", *errors]
@@ -261,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                     "median_rate": r.median("rate"),
                     "median_p50_ms": r.median("p50_ms"),
                     "median_p99_ms": r.median("p99_ms"),
+                    "median_cpu_us_per_msg": r.median_note("cpu_us_per_msg"),
                     "samples": [s.to_json() for s in r.samples],
                     "errors": r.errors,
                     "retried": r.retried,

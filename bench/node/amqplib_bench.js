@@ -6,7 +6,8 @@
 //
 // The same work as the Python rows (bench/README.md): the caller (impl_amqplib.py)
 // declared the topology and pre-filled the queue. Prints one JSON line:
-// {"count": n, "seconds": s} or, for rpc, {"count": n, "seconds": s, "latencies_s": [...]}.
+// {"count": n, "seconds": s, "cpu_s": c} (c: this process's CPU while timed), and for rpc
+// also "latencies_s": [...].
 'use strict';
 
 const amqp = require('amqplib');
@@ -24,6 +25,12 @@ function body(size) {
 
 function seconds(startedNs) {
   return Number(process.hrtime.bigint() - startedNs) / 1e9;
+}
+
+// CPU seconds (user + system) of this process since `since` (a process.cpuUsage()).
+function cpuSeconds(since) {
+  const used = process.cpuUsage(since);
+  return (used.user + used.system) / 1e6;
 }
 
 function deadline(ms, what) {
@@ -48,13 +55,15 @@ async function publish(args, conn) {
     shares.push(Math.floor(args.messages / args.in_flight) + (i < args.messages % args.in_flight ? 1 : 0));
   }
   const limit = deadline(args.deadline_s * 1000, 'publish');
+  const cpu = process.cpuUsage();
   const started = process.hrtime.bigint();
   await Promise.race([
     Promise.all(shares.map(async (n) => { for (let i = 0; i < n; i++) await publishOne(); })),
     limit.promise,
   ]);
+  const elapsed = seconds(started);
   limit.cancel();
-  return { count: args.messages, seconds: seconds(started) };
+  return { count: args.messages, seconds: elapsed, cpu_s: cpuSeconds(cpu) };
 }
 
 async function consume(args, conn) {
@@ -63,6 +72,8 @@ async function consume(args, conn) {
   let acked = 0;
   let started;
   let elapsed = null;
+  let cpuUsed = null;
+  const cpu = process.cpuUsage();
   const done = new Promise((resolve) => {
     started = process.hrtime.bigint();
     ch.consume(args.queue, (msg) => {
@@ -70,6 +81,7 @@ async function consume(args, conn) {
       acked += 1;
       if (acked === args.messages) {
         elapsed = seconds(started);
+        cpuUsed = cpuSeconds(cpu);
         resolve();
       }
     }, { noAck: false });
@@ -77,7 +89,11 @@ async function consume(args, conn) {
   const limit = deadline(args.deadline_s * 1000, 'consume');
   await Promise.race([done, limit.promise]).catch(() => {});
   limit.cancel();
-  return { count: acked, seconds: elapsed === null ? seconds(started) : elapsed };
+  return {
+    count: acked,
+    seconds: elapsed === null ? seconds(started) : elapsed,
+    cpu_s: cpuUsed === null ? cpuSeconds(cpu) : cpuUsed,
+  };
 }
 
 async function respond(args, conn) {
@@ -105,6 +121,7 @@ async function rpc(args, conn) {
     const content = body(args.body_size);
     const latencies = [];
     const limit = deadline(args.deadline_s * 1000, 'rpc');
+    const cpu = process.cpuUsage();
     const started = process.hrtime.bigint();
     for (let i = 0; i < args.messages; i++) {
       const cid = String(i);
@@ -114,8 +131,10 @@ async function rpc(args, conn) {
       await Promise.race([reply, limit.promise]);
       latencies.push(seconds(t0));
     }
+    const elapsed = seconds(started);
+    const cpuUsed = cpuSeconds(cpu);
     limit.cancel();
-    return { count: latencies.length, seconds: seconds(started), latencies_s: latencies };
+    return { count: latencies.length, seconds: elapsed, cpu_s: cpuUsed, latencies_s: latencies };
   } finally {
     await server.close();
   }
