@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from google.protobuf.message import Message as ProtoMessage
+from prometheus_client import REGISTRY
 
-from messaging import BaseAgent, ConnectionPool, RequestTimeoutError
+from messaging import BaseAgent, ConnectionPool, RequestTimeoutError, UnroutableMessageError
 from messaging.aio import AsyncBaseAgent, AsyncConnectionPool
 from messaging.config import RabbitMQConfig
 from messaging.generated import messages_pb2
@@ -225,3 +226,74 @@ async def test_async_agent_answers_many_concurrent_requests(
         await client.agent.close()
         await pool.close()
     assert [r.text for r in replies] == [t.upper() for t in texts]  # type: ignore[attr-defined]
+
+
+def test_a_request_whose_caller_gave_up_expires_unprocessed(
+    pool: ConnectionPool, names: Names, raw: RawBroker
+) -> None:
+    """The request carries expiration = the caller's timeout: nobody processes it later."""
+    exchange = names.exchange
+    echo = Echo(pool, names, exchange)
+    stopped(echo, running(echo))  # its queue exists (durable) with nobody consuming
+    client = Collector(pool, names, exchange, {}, ["unused.key"])
+    try:
+        with pytest.raises(RequestTimeoutError):
+            client.request(messages_pb2.MyRequest(text="lost"), "echo.request", timeout=0.3)
+        queue = f"{names.prefix}.echo"
+        wait_for(lambda: raw.depth(f"{queue}.dlq") == 1, what="the request to expire")
+        assert raw.depth(queue) == 0
+        got = raw.get(f"{queue}.dlq")
+        assert got is not None
+        props: Any = got[1]
+        death = props.headers["x-death"][0]
+        assert death["reason"] == "expired"
+        assert death["original-expiration"] == "300"  # the broker moves it here
+    finally:
+        client.close()
+
+
+def test_a_request_nobody_can_receive_fails_at_once_not_at_its_timeout(
+    pool: ConnectionPool, names: Names
+) -> None:
+    """Reply or return: an unroutable request raises as soon as the broker returns it."""
+    client = Collector(pool, names, names.exchange, {}, ["unused.key"])
+    try:
+        started = time.monotonic()
+        with pytest.raises(UnroutableMessageError):
+            client.request(messages_pb2.MyRequest(text="?"), "nobody.listens", timeout=20)
+        assert time.monotonic() - started < 10, "waited for the timeout instead of the return"
+    finally:
+        client.close()
+
+
+def published(exchange: str, agent: str, outcome: str) -> float:
+    """chimera_messages_published for one agent and exchange, all routing keys."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "chimera_messages_published"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+        and sample.labels.get("agent") == agent
+        and sample.labels.get("exchange") == exchange
+        and sample.labels.get("outcome") == outcome
+    )
+
+
+def test_replies_to_direct_reply_to_go_unconfirmed_on_a_reply_channel(
+    pool: ConnectionPool, names: Names
+) -> None:
+    exchange = names.exchange
+    echo = Echo(pool, names, exchange)
+    thread = running(echo)
+    client = Collector(pool, names, exchange, {}, ["unused.key"])
+    try:
+        for text in ("a", "b", "c"):
+            reply = client.request(messages_pb2.MyRequest(text=text), "echo.request", 20)
+            assert reply.text == text.upper()  # type: ignore[attr-defined]
+        # Counted as "sent" (written, not confirmed) rather than "confirmed".
+        assert published(exchange, "echo", "sent") == 3
+        assert published(exchange, "echo", "confirmed") == 0
+    finally:
+        stopped(echo, thread)
+        client.close()

@@ -19,6 +19,7 @@ from google.protobuf.message import Message as ProtoMessage
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
+from messaging.aio.rpc import DIRECT_REPLY_TO
 from messaging.aio.subscriber import AsyncEventSubscriber
 from messaging.context import Context, ContextStore
 from messaging.errors import ConfigurationError, MessagingError
@@ -150,6 +151,13 @@ class AgentCore:
         metadata = getattr(response, "metadata", None)
         if metadata is not None and not metadata.correlation_id:
             metadata.correlation_id = correlation_id
+        if reply_to and reply_to.startswith(DIRECT_REPLY_TO):
+            # The caller waits on a direct reply-to pseudo-queue: no confirm
+            # (AsyncEventPublisher.send_reply says why).
+            reply = self.publisher.prepare(
+                response, reply_to, correlation_id=correlation_id, exchange=""
+            )
+            return await self.publisher.send_reply(reply)
         if reply_to:
             return await self.publisher.publish(
                 response,

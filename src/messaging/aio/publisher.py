@@ -7,13 +7,13 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.once import Once
+from messaging.aio.outgoing import OutgoingMessage
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.rpc import DIRECT_REPLY_TO, AsyncRequester
 from messaging.errors import (
@@ -35,22 +35,6 @@ from messaging.transport import CONNECTION_LOST, ManagedChannel, Properties
 log = logging.getLogger("messaging.publisher")
 
 DEFAULT_EXCHANGE = "chimera.events"
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
-    """A validated, encoded message, ready for :meth:`AsyncEventPublisher.send`."""
-
-    body: bytes
-    exchange: str
-    routing_key: str
-    properties: Properties
-    mandatory: bool
-    timeout: float
-
-    @property
-    def message_id(self) -> str:
-        return str(self.properties.message_id)
 
 
 class AsyncEventPublisher:
@@ -95,6 +79,9 @@ class AsyncEventPublisher:
             else connection_pool.config.publish_timeout
         )
         self._channel = connection_pool.publishing.channel(f"publish:{agent_name}", confirms=True)
+        # Replies to direct reply-to go on a channel of their own without
+        # confirms (see send_reply); opened on the first reply, then reused.
+        self._reply_channel: ManagedChannel | None = None
         self.metrics = PublisherMetrics(agent_name, exchange_name)
         self._ensure_exchange = Once(self._declare_exchange)
         self._closed = False
@@ -266,6 +253,36 @@ class AsyncEventPublisher:
             message, routing_key, timeout, correlation_id=correlation_id
         )
 
+    async def send_reply(self, outgoing: OutgoingMessage) -> str:
+        """Send a reply to a direct reply-to address without waiting for a confirm.
+
+        A direct reply-to address is a pseudo-queue on the caller's channel:
+        the broker never stores the reply (it is routed straight to the caller
+        or dropped if the caller has gone), and RabbitMQ before 4.0 cannot even
+        report it as unroutable (see ``prepare``). A confirm would add a round
+        trip to every request and prove nothing more than that the frame was
+        read, so replies are written on a reused channel without confirms and
+        this returns once the frame is handed to the socket. A reply cut off
+        by a dropped connection before it was written is sent again after the
+        reconnect, as ``publish`` does; one lost after it was written makes
+        the caller's ``request`` raise ``RequestTimeoutError`` (README,
+        "What it guarantees").
+        """
+        if self._closed:
+            raise ClosedError(f"publisher {self.agent_name!r} is closed")
+        if self._reply_channel is None:
+            self._reply_channel = self.pool.publishing.channel(f"reply:{self.agent_name}")
+        await self._send(
+            outgoing.body,
+            outgoing.exchange,
+            outgoing.routing_key,
+            outgoing.properties,
+            outgoing.timeout,
+            mandatory=False,
+            channel=self._reply_channel,
+        )
+        return outgoing.message_id
+
     async def republish(
         self,
         body: bytes,
@@ -289,15 +306,27 @@ class AsyncEventPublisher:
         properties: Properties,
         timeout: float,
         mandatory: bool,
+        channel: ManagedChannel | None = None,
     ) -> None:
         in_flight = self.metrics.in_flight
         in_flight.inc()
         outcome = "failed"
         try:
             await self._send_until_confirmed(
-                body, exchange, routing_key, properties, timeout, mandatory
+                body,
+                exchange,
+                routing_key,
+                properties,
+                timeout,
+                mandatory,
+                channel or self._channel,
             )
-            outcome = "confirmed"
+            outcome = "confirmed" if channel is None else "sent"
+        except asyncio.CancelledError:
+            # The caller stopped waiting: a request answered before its
+            # confirm came (AsyncRequester), or a cancelled task.
+            outcome = "cancelled"
+            raise
         except UnroutableMessageError:
             outcome = "returned"
             raise
@@ -319,6 +348,7 @@ class AsyncEventPublisher:
         properties: Properties,
         timeout: float,
         mandatory: bool,
+        channel: ManagedChannel,
     ) -> None:
         deadline = time.monotonic() + timeout
         attempt = 0
@@ -333,7 +363,7 @@ class AsyncEventPublisher:
             attempt += 1
             try:
                 await self._ensure_exchange()
-                await self._channel.publish(
+                await channel.publish(
                     body,
                     exchange,
                     routing_key,
@@ -378,3 +408,5 @@ class AsyncEventPublisher:
             return
         self._closed = True
         await self.pool.publishing.release(self._channel)
+        if self._reply_channel is not None:
+            await self.pool.publishing.release(self._reply_channel)

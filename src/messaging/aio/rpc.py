@@ -1,25 +1,30 @@
 """Request/response over RabbitMQ's direct reply-to.
 
 Requests go out on the publisher's confirmed channel with ``reply_to`` set to
-``amq.rabbitmq.reply-to``; the broker routes each answer straight back to that
-channel, with no reply queue to declare or clean up. Every caller waits on a
-future keyed by its correlation id, so any number of requests are in flight
-together. A reply whose caller has gone (timed out) is dropped with a warning,
-never handed to another caller. If the channel is lost, the pseudo-queue goes
-with it: waiting callers fail at once instead of waiting out their timeout.
+``amq.rabbitmq.reply-to`` and ``expiration`` set to the caller's timeout; the
+broker routes each answer straight back to that channel, with no reply queue
+to declare or clean up. A request waits for its reply *or* its return (an
+unroutable request fails at once), not for its confirm first. Every caller
+waits on a future keyed by its correlation id, so any number of requests are
+in flight together. A reply whose caller has gone (timed out) is dropped with
+a warning, never handed to another caller. If the channel is lost, the
+pseudo-queue goes with it: waiting callers fail at once instead of waiting out
+their timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
-from collections.abc import Awaitable
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.once import Once
+from messaging.aio.outgoing import OutgoingMessage
 from messaging.errors import ConnectionFailedError, DecodeError, RequestTimeoutError
 from messaging.serialization import deserialize, message_class_for
 from messaging.transport import Delivery, ManagedChannel
@@ -30,12 +35,12 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 class RequestSender(Protocol):
-    """What a requester needs of a publisher: its channel, and a publish to reply-to."""
+    """What a requester needs of a publisher: its channel, and prepare/send."""
 
     @property
     def channel(self) -> ManagedChannel: ...
 
-    def publish(
+    def prepare(
         self,
         message: ProtoMessage,
         routing_key: str,
@@ -43,7 +48,9 @@ class RequestSender(Protocol):
         correlation_id: str | None = ...,
         reply_to: str | None = ...,
         timeout: float | None = ...,
-    ) -> Awaitable[str]: ...
+    ) -> OutgoingMessage: ...
+
+    def send(self, outgoing: OutgoingMessage) -> Coroutine[Any, Any, str]: ...
 
 
 class AsyncRequester:
@@ -71,17 +78,34 @@ class AsyncRequester:
         correlation_id = correlation_id or str(uuid.uuid4())
         if correlation_id in self._pending:
             raise ValueError(f"a request with correlation_id {correlation_id!r} is in flight")
-        future: asyncio.Future[ProtoMessage] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ProtoMessage] = loop.create_future()
+        outgoing = self.publisher.prepare(
+            message,
+            routing_key,
+            correlation_id=correlation_id,
+            reply_to=DIRECT_REPLY_TO,
+            timeout=timeout,
+        )
+        # The request lives in its queue no longer than its caller waits: one
+        # whose caller gave up is dropped by the broker (dead-lettered to the
+        # responder's DLQ, x-death reason "expired") instead of being processed
+        # for nobody. A responder already holding it still answers; that late
+        # reply is dropped here with a warning.
+        outgoing.properties.expiration = str(max(1, math.ceil(timeout * 1000)))
         self._pending[correlation_id] = future
+        sending: asyncio.Task[str] | None = None
         try:
             async with asyncio.timeout(timeout):
-                await self.publisher.publish(
-                    message,
-                    routing_key,
-                    correlation_id=correlation_id,
-                    reply_to=DIRECT_REPLY_TO,
-                    timeout=timeout,
-                )
+                # Reply or return: the request is mandatory, so one that no
+                # queue takes is returned and fails `sending`; one that was
+                # routed is answered. A reply proves the request arrived, so
+                # the confirm is not waited for once the reply is here (a
+                # persistent request's confirm can come after the reply).
+                sending = loop.create_task(self.publisher.send(outgoing))
+                await asyncio.wait((sending, future), return_when=asyncio.FIRST_COMPLETED)
+                if not future.done():
+                    await sending  # raises if the request was returned or nacked
                 return await future
         except TimeoutError:
             raise RequestTimeoutError(
@@ -90,6 +114,13 @@ class AsyncRequester:
             ) from None
         finally:
             self._pending.pop(correlation_id, None)
+            if sending is not None:
+                if not sending.done():
+                    # Answered (or given up on) before the confirm came: stop
+                    # waiting for it, and never send the request again.
+                    sending.cancel()
+                elif not sending.cancelled():
+                    sending.exception()  # seen: a failure after the reply changes nothing
 
     async def _on_reply(self, delivery: Delivery) -> None:
         props = delivery.header.properties

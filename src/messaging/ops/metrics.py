@@ -34,7 +34,9 @@ DLQ_CACHE_SECONDS = 5.0
 
 PUBLISHED = Counter(
     "chimera_messages_published",
-    "Publishes by outcome: confirmed, nacked, returned (unroutable), failed, timeout.",
+    "Publishes by outcome: confirmed, nacked, returned (unroutable), failed, timeout; "
+    "sent (a reply to direct reply-to, not confirmed), cancelled (a request answered "
+    "before its confirm).",
     ["agent", "exchange", "routing_key", "outcome"],
 )
 PUBLISHES_IN_FLIGHT = Gauge(
