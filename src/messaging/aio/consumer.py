@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from messaging.errors import (
     ConfigurationError,
     DecodeError,
     PoisonMessageError,
+    PublishError,
     UnknownRoutingKeyError,
 )
 from messaging.headers import (
@@ -49,12 +51,14 @@ from messaging.topology import (
 )
 from messaging.transport import BrokerInspector, Delivery, ManagedChannel, Properties
 from messaging.transport.amqp.channels import DeliveryCallback
+from messaging.transport.amqp.frames import fits, header_frame_size
 from messaging.transport.amqp.octets import foreign_fields, is_foreign
 from messaging.wiretext import printable
 
 log = logging.getLogger("messaging.subscriber")
 
 DEFAULT_MAX_REDELIVERIES = 10
+_TRIMMED = " [truncated to fit frame_max]"
 MAX_PREFETCH = 65535
 
 MessageClassLookup = Callable[[str], "type[ProtoMessage] | None"]
@@ -431,9 +435,8 @@ class Consumer:
         headers.pop("x-death", None)
         exchange, routing_key = target
         try:
-            await self._republisher.republish(
-                delivery.body, exchange, routing_key, with_headers(props, headers)
-            )
+            copy = self._fitted(with_headers(props, headers), len(delivery.body))
+            await self._republisher.republish(delivery.body, exchange, routing_key, copy)
         except Exception as publish_error:  # whatever it was, the original must be settled
             log.error(
                 "%s: could not move message %s to %s (%s); rejecting it to the broker's "
@@ -448,6 +451,40 @@ class Consumer:
             self.channel.reject(tag, generation, requeue=False)
             return
         self.channel.ack(tag, generation)
+
+    def _fitted(self, copy: Properties, body_size: int) -> Properties:
+        """``copy``, trimmed to fit the publishing connection's ``frame_max``.
+
+        The original arrived in one frame; the headers the bus adds may push
+        its copy over, and the broker would answer FRAME_ERROR by closing the
+        connection, again on every retry. Only what the bus adds is cut (the
+        error message); if that is not enough, PublishError, and the caller
+        lets the broker dead-letter the original instead.
+        """
+        if not copy.message_id:
+            # The client gives a message without an id one of its own (for
+            # confirms): give it here, so that the size counted is the size sent.
+            copy.message_id = uuid.uuid4().hex
+        frame_max = self.pool.publishing.connection.frame_max
+        if fits(copy, body_size, frame_max):
+            return copy
+        headers = copy.headers if copy.headers is not None else {}
+        message = headers.get(ERROR_MESSAGE)
+        if isinstance(message, str) and message:
+            over = header_frame_size(copy, body_size) - frame_max
+            keep = len(message.encode()) - over - len(_TRIMMED.encode())
+            if keep >= 0:
+                headers[ERROR_MESSAGE] = message.encode()[:keep].decode("utf-8", "ignore") + (
+                    _TRIMMED
+                )
+                if fits(copy, body_size, frame_max):
+                    return copy
+        raise PublishError(
+            f"its copy would not fit in one frame: the content header needs "
+            f"{header_frame_size(copy, body_size)} octets and the broker's frame_max is "
+            f"{frame_max}, even with the error message cut (the sender's own headers take "
+            f"nearly all of it)"
+        )
 
     def log_failure(
         self, delivery: Delivery, exc: BaseException, attempts: int, retry: bool

@@ -28,6 +28,7 @@ from aiormq.abc import DeliveredMessage
 
 from messaging.errors import (
     ClosedError,
+    InvalidMessageError,
     MessagingError,
     TopologyMismatchError,
     TopologyMissingError,
@@ -353,6 +354,16 @@ class ManagedChannel:
             )
         except _REFUSED as exc:
             raise translate_publish_error(exc, exchange, routing_key) from exc
+        except amqp_errors.ConnectionFrameError as exc:
+            if "frame_too_large" not in str(exc):
+                raise
+            # Sending it again would close the next connection the same way.
+            raise InvalidMessageError(
+                f"the broker closed the connection because the message's content header "
+                f"(properties and headers) is larger than its frame_max "
+                f"({self.connection.frame_max} octets); it was not stored. Send less in "
+                f"headers (the body may be any size)"
+            ) from exc
 
     # -- acknowledging -----------------------------------------------------
 

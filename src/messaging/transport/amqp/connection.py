@@ -37,6 +37,7 @@ from messaging.errors import (
     ConnectionFailedError,
 )
 from messaging.transport.amqp.errors import translate_connect_error
+from messaging.transport.amqp.frames import DEFAULT_FRAME_MAX
 from messaging.transport.amqp.tls import client_context
 from messaging.transport.base import ConnectionHealth
 
@@ -74,6 +75,18 @@ class SupervisedConnection:
     @property
     def is_connected(self) -> bool:
         return _alive(self._connection)
+
+    @property
+    def frame_max(self) -> int:
+        """The largest frame the broker takes on this connection, as negotiated at connect.
+
+        :data:`~messaging.transport.amqp.frames.DEFAULT_FRAME_MAX` while not connected.
+        """
+        transport: Any = getattr(self._connection, "transport", None)
+        inner: Any = getattr(transport, "connection", None)
+        tune: Any = getattr(inner, "connection_tune", None)
+        value = getattr(tune, "frame_max", None)
+        return value if isinstance(value, int) and value > 0 else DEFAULT_FRAME_MAX
 
     def health(self) -> ConnectionHealth:
         connected = self.is_connected
