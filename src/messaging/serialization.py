@@ -63,18 +63,37 @@ def message_class_for(full_name: str) -> type[Message]:
     """The class registered for a protobuf full name; DecodeError if there is none.
 
     Any type in the default descriptor pool resolves: ours (imported with this
-    module) and any other generated module imported before the lookup.
+    module), any other generated module imported before the lookup, and, on a
+    first miss, the modules installed packages declare in the
+    ``chimera_messaging.schemas`` entry-point group (:mod:`messaging.schemas`).
     """
-    try:
-        descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
-    except (KeyError, TypeError):
+    descriptor = _find(full_name)
+    if descriptor is None and _load_declared_schemas():
+        descriptor = _find(full_name)
+    if descriptor is None:
         raise DecodeError(
             f"unknown message type {full_name!r}: no protobuf message of that name is "
             f"registered (known: {', '.join(_known_types())}). Load the module that "
-            f"defines it (the CLI's --import shop.orders_pb2, or "
-            f"messaging.schemas.load_message_types), or check the sender's `type` property."
-        ) from None
+            f"defines it (the CLI's --import shop.orders_pb2, an entry point in the "
+            f"chimera_messaging.schemas group, or messaging.schemas.load_message_types), "
+            f"or check the sender's `type` property."
+        )
     return message_factory.GetMessageClass(descriptor)
+
+
+def _find(full_name: str) -> Any:
+    try:
+        return descriptor_pool.Default().FindMessageTypeByName(full_name)
+    except (KeyError, TypeError):
+        return None
+
+
+@functools.cache
+def _load_declared_schemas() -> bool:
+    """Import the entry-point-declared schema modules, once; False if there are none."""
+    from messaging.schemas import load_message_types
+
+    return bool(load_message_types())
 
 
 def to_dict(message: Message) -> dict[str, Any]:
