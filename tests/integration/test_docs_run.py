@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -107,6 +108,12 @@ def argv_for(block: Block, name: str) -> list[str]:
         if "/" in name:  # a module of the user's package: run as `python -m shop.desk`
             return [sys.executable, "-m", name.removesuffix(".py").replace("/", ".")]
         return [sys.executable, name]
+    if block.language == "bash" and block.mode == "background":
+        # One command, run as the shell would exec it, so SIGTERM reaches the program
+        # itself (a bash in between would die of it and leave the program running).
+        commands = [line for line in block.code.splitlines() if shlex.split(line, comments=True)]
+        assert len(commands) == 1, f"{block.where}: a background bash block is one command"
+        return shlex.split(commands[0], comments=True)
     if block.language == "bash":
         return ["bash", "-euo", "pipefail", name]
     raise AssertionError(f"{block.where}: cannot run a {block.language!r} block")

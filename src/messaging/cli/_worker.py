@@ -50,6 +50,10 @@ def load_target(target: str) -> Callable[..., Any]:
         raise ConfigurationError(
             f"{target!r} is not package.module:AgentClass (a module, a colon, a name)"
         )
+    # As documented (and as uvicorn and gunicorn do): a package in the current
+    # directory imports, although a console script's sys.path starts at its bin/.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
