@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
+from messaging._shutdown import DEFAULT_SHUTDOWN_TIMEOUT
 from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore, require_handler
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES
 from messaging.aio.publisher import DEFAULT_EXCHANGE
@@ -58,6 +59,7 @@ class BaseAgent(EventSubscriber):
         queue_type: QueueType | None = None,
         single_active_consumer: bool = False,
         declare: bool = True,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
         self.agent = AgentCore(
             connection_pool.aio,
@@ -84,6 +86,7 @@ class BaseAgent(EventSubscriber):
             queue_type=queue_type,
             single_active_consumer=single_active_consumer,
             declare=declare,
+            shutdown_timeout=shutdown_timeout,
         )
         self._portal = Portal.get()
         require_handler(self, BaseAgent, routing_keys)

@@ -19,6 +19,7 @@
     │   └── UnknownRoutingKeyError    no message class for the routing key that arrived
     ├── PoisonMessageError            redelivered too often without an ack (it kills its consumer)
     ├── RequestTimeoutError           no reply to a request within its timeout
+    ├── ShutdownTimeoutError          handlers still running at the shutdown deadline
     ├── StoreError                    the shared store (Redis) is unreachable or failed
     └── ClosedError                   the object was closed and cannot be used
 
@@ -180,3 +181,12 @@ class RequestTimeoutError(MessagingError, TimeoutError):
 
 class ClosedError(MessagingError, RuntimeError):
     """The object was closed and cannot be used any more."""
+
+
+class ShutdownTimeoutError(MessagingError):
+    """Handlers were still running when the shutdown deadline passed.
+
+    Their messages went back to the queue (nothing was acked). Raised by the
+    async ``start_consuming()``, so that a process that lets it propagate
+    exits non-zero.
+    """

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
+from messaging._shutdown import DEFAULT_SHUTDOWN_TIMEOUT, Watchdog, validate_shutdown_timeout
 from messaging.aio import hooks
 from messaging.aio.acks import Outcome, Settler
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
@@ -76,8 +77,10 @@ class EventSubscriber(ABC):
         queue_type: QueueType | None = None,
         single_active_consumer: bool = False,
         declare: bool = True,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
         self.connection_pool = connection_pool
+        self.shutdown_timeout = validate_shutdown_timeout(shutdown_timeout)
         self.agent_name = agent_name
         self.consumer = Consumer(
             connection_pool.aio,
@@ -104,6 +107,7 @@ class EventSubscriber(ABC):
         self._settler = Settler(self.consumer, self._portal.loop)
         self._stopping = threading.Event()
         self._running = threading.Event()
+        self._deadline = Watchdog(agent_name, self.shutdown_timeout)
 
     @property
     def exchange_name(self) -> str:
@@ -149,27 +153,43 @@ class EventSubscriber(ABC):
         """Consume until :meth:`stop`, SIGINT or SIGTERM; blocks the calling thread.
 
         On stop the message in hand is finished and acked first; messages
-        buffered but not started go back to the queue.
+        buffered but not started go back to the queue. A handler still running
+        ``shutdown_timeout`` seconds after stop ends the process with status
+        70, and the broker requeues its message (:mod:`messaging._shutdown`).
         """
         self._stopping.clear()
         self._portal.call(self._start())
         self._running.set()
+        self._deadline.arm()
         restore = self._install_signal_handlers()
         try:
             self._work()
         finally:
             restore()
             self._running.clear()
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                self._deadline.finished()
 
     async def _start(self) -> None:
         await self.consumer.start(self._on_delivery)
         hooks.subscriber_started(self.connection_pool.aio, self)  # health endpoint, if asked
 
     def stop(self) -> None:
-        """Ask :meth:`start_consuming` to return. Safe from any thread, a handler or a signal."""
+        """Ask :meth:`start_consuming` to return. Safe from any thread, a handler or a signal.
+
+        From now on the health endpoint reports not ready, and the shutdown
+        deadline (``shutdown_timeout``) runs.
+        """
         self._stopping.set()
+        self._deadline.begin()
         self._inbox.put(_STOP)
+
+    @property
+    def is_stopping(self) -> bool:
+        """True from :meth:`stop` (or SIGTERM) until :meth:`start_consuming` has returned."""
+        return self._stopping.is_set() and self._running.is_set()
 
     def _work(self) -> None:
         inbox, consumer, settler = self._inbox, self.consumer, self._settler

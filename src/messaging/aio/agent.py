@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 from google.protobuf.message import Message as ProtoMessage
 
+from messaging._shutdown import DEFAULT_SHUTDOWN_TIMEOUT
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
@@ -218,6 +219,7 @@ class AsyncBaseAgent(AsyncEventSubscriber):
         queue_type: QueueType | None = None,
         single_active_consumer: bool = False,
         declare: bool = True,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
         self.agent = AgentCore(
             connection_pool,
@@ -244,6 +246,7 @@ class AsyncBaseAgent(AsyncEventSubscriber):
             queue_type=queue_type,
             single_active_consumer=single_active_consumer,
             declare=declare,
+            shutdown_timeout=shutdown_timeout,
         )
         require_handler(self, AsyncBaseAgent, routing_keys)
 
@@ -312,6 +315,6 @@ class AsyncBaseAgent(AsyncEventSubscriber):
     ) -> ProtoMessage:
         return await self.agent.request(message, routing_key, timeout)
 
-    async def stop(self, timeout: float = 30.0) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
         await super().stop(timeout)
         await self.agent.close()

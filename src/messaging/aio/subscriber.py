@@ -13,11 +13,18 @@ from typing import Any, ClassVar
 
 from google.protobuf.message import Message as ProtoMessage
 
+from messaging._shutdown import (
+    ASYNC_GRACE,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    Watchdog,
+    validate_shutdown_timeout,
+)
 from messaging.aio import hooks
 from messaging.aio.acks import AckWindow
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE
+from messaging.errors import ShutdownTimeoutError
 from messaging.topology import Overflow, QueueType
 from messaging.transport import Delivery
 
@@ -55,8 +62,10 @@ class AsyncEventSubscriber(ABC):
         queue_type: QueueType | None = None,
         single_active_consumer: bool = False,
         declare: bool = True,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
         self.connection_pool = connection_pool
+        self.shutdown_timeout = validate_shutdown_timeout(shutdown_timeout)
         self.agent_name = agent_name
         self.consumer = Consumer(
             connection_pool,
@@ -79,6 +88,9 @@ class AsyncEventSubscriber(ABC):
             accepted_types=self.accepted_types,
         )
         self._in_hand: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._abandoned = 0
+        self._deadline = Watchdog(agent_name, self.shutdown_timeout + ASYNC_GRACE)
         self._stopped: asyncio.Event | None = None
         self._acks: AckWindow | None = None
 
@@ -123,9 +135,18 @@ class AsyncEventSubscriber(ABC):
         hooks.subscriber_started(self.connection_pool, self)  # the health endpoint, if asked for
 
     async def start_consuming(self) -> None:
-        """Consume until :meth:`stop`, SIGINT or SIGTERM; finishes the messages in hand."""
+        """Consume until :meth:`stop`, SIGINT or SIGTERM; finishes the messages in hand.
+
+        Raises :class:`~messaging.errors.ShutdownTimeoutError` when handlers
+        were still running at the shutdown deadline (their messages went back
+        to the queue), so that a process letting it propagate exits non-zero.
+        If even that cannot happen (a handler blocks the event loop), a
+        watchdog ends the process with status 70 a few seconds later.
+        """
         await self.start()
         assert self._stopped is not None
+        self._abandoned = 0
+        self._deadline.arm()
         loop = asyncio.get_running_loop()
         signals: list[signal.Signals] = []
         if threading.current_thread() is threading.main_thread():
@@ -138,25 +159,52 @@ class AsyncEventSubscriber(ABC):
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
+            self._deadline.finished()
+        if self._abandoned:
+            raise ShutdownTimeoutError(
+                f"{self.agent_name}: {self._abandoned} handler(s) still running "
+                f"{self.shutdown_timeout:g}s after shutdown began; their messages went back "
+                f"to the queue"
+            )
 
-    async def stop(self, timeout: float = 30.0) -> None:
-        """Stop taking messages, let those in hand finish (up to ``timeout``), close."""
-        await self.consumer.cancel()
-        if self._in_hand:
-            _, late = await asyncio.wait(set(self._in_hand), timeout=timeout)
-            if late:
-                log.warning(
-                    "%s: %d handler(s) still running after %.0fs; their messages go back "
-                    "to the queue",
-                    self.agent_name,
-                    len(late),
-                    timeout,
-                )
-        if self._acks is not None:
-            self._acks.flush()
-        await self.consumer.close()
-        if self._stopped is not None:
-            self._stopped.set()
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop taking messages, let those in hand finish, close.
+
+        ``timeout`` (default ``shutdown_timeout``) bounds the wait; handlers
+        still running then are cancelled and their messages go back to the
+        queue. From the call on, the health endpoint reports not ready.
+        """
+        if timeout is None:
+            timeout = self.shutdown_timeout
+        self._stopping = True
+        self._deadline.begin(timeout + ASYNC_GRACE)
+        try:
+            await self.consumer.cancel()
+            if self._in_hand:
+                _, late = await asyncio.wait(set(self._in_hand), timeout=timeout)
+                if late:
+                    self._abandoned = len(late)
+                    log.error(
+                        "%s: %d handler(s) still running %.0fs after shutdown began; "
+                        "cancelling them, their messages go back to the queue",
+                        self.agent_name,
+                        len(late),
+                        timeout,
+                    )
+                    for task in late:
+                        task.cancel()
+            if self._acks is not None:
+                self._acks.flush()
+            await self.consumer.close()
+        finally:
+            self._stopping = False
+            if self._stopped is not None:
+                self._stopped.set()
+
+    @property
+    def is_stopping(self) -> bool:
+        """True from :meth:`stop` (or SIGTERM) until it has closed the consumer."""
+        return self._stopping
 
     async def _on_delivery(self, delivery: Delivery) -> None:
         # aiormq runs this as a task of its own per delivery.

@@ -329,8 +329,24 @@ class HealthServer:
     def alive(self) -> bool:
         return self.runner.alive()
 
+    def stopping(self) -> list[str]:
+        """The watched subscribers whose shutdown has begun (``stop()`` or SIGTERM)."""
+        return [w.agent_name for w in self.watched if getattr(w, "is_stopping", False)]
+
     def readiness(self) -> Readiness:
-        """Connections up and every watched consumer attached; cached briefly."""
+        """Connections up and every watched consumer attached; cached briefly.
+
+        Not ready, at once and uncached, from the moment a watched subscriber
+        begins to shut down: a load balancer should stop sending work then.
+        """
+        stopping = self.stopping()
+        if stopping:
+            health = self.pool.health()
+            return Readiness(
+                False,
+                [f"{agent} is shutting down" for agent in stopping],
+                {"publish": health.publishing, "consume": health.consuming},
+            )
         with self._ready_lock:  # concurrent requests wait for one check and share it
             cached = self._ready_cache
             if cached is not None and time.monotonic() - cached[0] < self.ready_cache_seconds:
@@ -495,6 +511,9 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/metrics":
                 self._metrics()
             elif path == "/healthz":
+                if self.server.health.stopping():
+                    self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "shutting down"})
+                    return
                 alive = self.server.health.alive()
                 status = HTTPStatus.OK if alive else HTTPStatus.SERVICE_UNAVAILABLE
                 body = {"status": "alive" if alive else "the IO event loop does not answer"}
