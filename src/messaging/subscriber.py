@@ -173,7 +173,8 @@ class EventSubscriber(ABC):
                 self._deadline.finished()
 
     async def _start(self) -> None:
-        await self.consumer.start(self._on_delivery)
+        # _on_delivery only queues: called on the reader, no Task per delivery.
+        await self.consumer.start(self._on_delivery, inline=True)
         hooks.subscriber_started(self.connection_pool.aio, self)  # health endpoint, if asked
 
     def stop(self) -> None:
@@ -222,7 +223,7 @@ class EventSubscriber(ABC):
                     wake=inbox.empty() or settler.pending >= batch,
                 )
 
-    async def _on_delivery(self, delivery: Delivery) -> None:
+    def _on_delivery(self, delivery: Delivery) -> None:
         generation = self.consumer.channel.generation_of(delivery)
         if generation < 0:
             return  # its channel is gone; the broker has requeued it

@@ -50,7 +50,7 @@ from messaging.topology import (
     validate_name,
 )
 from messaging.transport import BrokerInspector, Delivery, ManagedChannel, Properties
-from messaging.transport.amqp.channels import DeliveryCallback
+from messaging.transport.amqp.channels import DeliveryCallback, InlineCallback
 from messaging.transport.amqp.frames import fits, header_frame_size
 from messaging.transport.amqp.octets import foreign_fields, is_foreign
 from messaging.wiretext import printable
@@ -245,9 +245,12 @@ class Consumer:
         """True for an agent built with ``routing_keys=[]``: it has no queue to consume."""
         return not self.routing_keys
 
-    async def start(self, on_delivery: DeliveryCallback) -> None:
+    async def start(
+        self, on_delivery: DeliveryCallback | InlineCallback, *, inline: bool = False
+    ) -> None:
         """Declare the topology (all or nothing), or with ``declare=False`` check that it
-        exists, and start consuming."""
+        exists, and start consuming. ``inline=True``: ``on_delivery`` is a plain
+        function that must not block, called on the reader without a Task each."""
         if self.send_only:
             raise ConfigurationError(
                 f"agent {self.agent_name!r} is send-only (routing_keys=[]): it can publish, "
@@ -262,7 +265,9 @@ class Consumer:
             await self.channel.declare(self.topology)
         else:  # operator-managed topology: check, declare nothing
             await self.channel.verify(self.topology)
-        self._consumer_key = await self.channel.consume(self.queue_name, on_delivery)
+        self._consumer_key = await self.channel.consume(
+            self.queue_name, on_delivery, inline=inline
+        )
         log.info(
             "%s consuming %s (bound to %s on %s, prefetch %d)",
             self.agent_name,

@@ -63,7 +63,10 @@ class AsyncRequester:
     async def _consume_replies(self) -> None:
         # Direct reply-to needs its consumer (no-ack) on the publishing channel
         # before the first request; the managed channel re-issues it on reopen.
-        await self.publisher.channel.consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        # _on_reply only completes a future: called on the reader, no Task each.
+        await self.publisher.channel.consume(
+            DIRECT_REPLY_TO, self._on_reply, no_ack=True, inline=True
+        )
 
     async def request(
         self,
@@ -122,7 +125,7 @@ class AsyncRequester:
                 elif not sending.cancelled():
                     sending.exception()  # seen: a failure after the reply changes nothing
 
-    async def _on_reply(self, delivery: Delivery) -> None:
+    def _on_reply(self, delivery: Delivery) -> None:
         props = delivery.header.properties
         correlation_id = props.correlation_id or ""
         future = self._pending.get(correlation_id)

@@ -19,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiormq
 import aiormq.exceptions as amqp_errors
@@ -41,6 +41,7 @@ from messaging.transport.amqp.errors import (
     translate_publish_error,
     translate_topology_error,
 )
+from messaging.transport.amqp.inline import InlineCallback, InlineConsumer, dispatch_inline
 from messaging.transport.base import Delivery, Properties
 
 log = logging.getLogger("messaging.channel")
@@ -59,6 +60,9 @@ _REFUSED = (
 _UNUSABLE: tuple[type[BaseException], ...] = (RuntimeError, *CONNECTION_LOST)
 
 DeliveryCallback = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
+# A callback that must not block (queues the delivery, completes a future): it
+# is called on the channel's reader, in order, without a Task per delivery.
+__all__ = ["DeliveryCallback", "InlineCallback"]
 ReopenListener = Callable[[int], Awaitable[None]]
 
 
@@ -144,6 +148,7 @@ class ManagedChannel:
         if self.prefetch is not None:
             await channel.set_qos(prefetch_count=self.prefetch)
         raw = await channel.get_underlay_channel()
+        dispatch_inline(raw)  # InlineConsumer callbacks run without a Task each
         for topology in self._topologies:
             await _declare(channel, topology)
         # The new generation starts before the first basic_consume: a delivery
@@ -226,14 +231,25 @@ class ManagedChannel:
     async def consume(
         self,
         queue: str,
-        callback: DeliveryCallback,
+        callback: DeliveryCallback | InlineCallback,
         *,
         exclusive: bool = False,
         no_ack: bool = False,
+        inline: bool = False,
     ) -> str:
-        """Start consuming; returns a key that stays valid across reopens."""
+        """Start consuming; returns a key that stays valid across reopens.
+
+        ``inline=True``: ``callback`` is a plain function that must not block;
+        it is called on the channel's reader in delivery order, without the
+        Task per delivery a coroutine callback costs (:mod:`.inline`).
+        """
         key = f"{self.purpose}-{queue}-{len(self._consumers)}-{id(callback):x}"
-        consumer = _Consumer(queue=queue, callback=callback, exclusive=exclusive, no_ack=no_ack)
+        on_message: DeliveryCallback
+        if inline:
+            on_message = InlineConsumer(cast(InlineCallback, callback))
+        else:
+            on_message = cast(DeliveryCallback, callback)
+        consumer = _Consumer(queue=queue, callback=on_message, exclusive=exclusive, no_ack=no_ack)
         raw = await self.raw()
         consumer.tag = await self._basic_consume(raw, key, consumer)
         self._consumers[key] = consumer
