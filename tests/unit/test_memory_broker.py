@@ -372,3 +372,18 @@ def test_alternate_exchange_takes_what_nothing_else_routes(
     result = channel.basic_publish(b"lost?", "events", "nobody.listens", mandatory=True)
     assert result.returned is None
     assert [m.body for m in broker.peek("catch-all")] == [b"lost?"]
+
+
+def test_single_active_consumer_hands_over_when_the_active_one_goes(
+    broker: MemoryBroker, channel: Channel
+) -> None:
+    declare_queue(channel, "sac", **{"x-single-active-consumer": True})
+    first, second = Inbox(), Inbox()
+    first_channel = broker.connect().channel()
+    first_channel.basic_consume("sac", first)
+    channel.basic_consume("sac", second)
+    for body in (b"1", b"2"):
+        channel.basic_publish(body, "", "sac")
+    assert (first.bodies, second.bodies) == ([b"1", b"2"], [])
+    first_channel.close()  # its unacked messages go back, and the second takes over
+    assert [(d.body, d.redelivered) for d in second.deliveries] == [(b"1", True), (b"2", True)]

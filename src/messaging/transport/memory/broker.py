@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from messaging.routing import topic_matches
 from messaging.transport.memory.clock import Clock, Timer, system_clock
 from messaging.transport.memory.errors import (
     AccessRefusedError,
@@ -43,6 +42,7 @@ from messaging.transport.memory.errors import (
     PreconditionFailedError,
     ResourceLockedError,
 )
+from messaging.transport.memory.exchange import EXCHANGE_TYPES, Binding, Exchange, predeclared
 from messaging.transport.memory.model import (
     Delivery,
     Message,
@@ -51,164 +51,19 @@ from messaging.transport.memory.model import (
     Queued,
     Returned,
 )
+from messaging.transport.memory.settings import QueueSettings
 
 log = logging.getLogger("messaging.memory")
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 VHOST = "/"
-EXCHANGE_TYPES = ("direct", "topic", "fanout", "headers")
-OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
-QUEUE_TYPES = ("classic", "quorum")
 
 DeliveryCallback = Callable[[Delivery], None]
 CancelCallback = Callable[[str], None]
 CloseCallback = Callable[[BrokerError | None], None]
 
 
-# -- exchanges -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Binding:
-    queue: str
-    routing_key: str
-    arguments: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class Exchange:
-    name: str
-    type: str
-    durable: bool = True
-    auto_delete: bool = False
-    internal: bool = False
-    arguments: dict[str, Any] = field(default_factory=dict)
-    bindings: list[Binding] = field(default_factory=list)
-
-    def route(self, routing_key: str, headers: Mapping[str, Any] | None) -> list[str]:
-        """The names of the queues bound for ``routing_key`` (each once, in binding order)."""
-        matched: dict[str, None] = {}
-        for binding in self.bindings:
-            if self._matches(binding, routing_key, headers or {}):
-                matched[binding.queue] = None
-        return list(matched)
-
-    def _matches(self, binding: Binding, key: str, headers: Mapping[str, Any]) -> bool:
-        if self.type == "direct":
-            return binding.routing_key == key
-        if self.type == "topic":
-            return topic_matches(binding.routing_key, key)
-        if self.type == "fanout":
-            return True
-        wanted = {k: v for k, v in binding.arguments.items() if not k.startswith("x-")}
-        mode = binding.arguments.get("x-match", "all")
-        hits = [k in headers and (v is None or headers[k] == v) for k, v in wanted.items()]
-        return any(hits) if mode in ("any", "any-with-x") else all(hits)
-
-
-def _predeclared() -> dict[str, Exchange]:
-    return {
-        "": Exchange("", "direct"),
-        "amq.direct": Exchange("amq.direct", "direct"),
-        "amq.topic": Exchange("amq.topic", "topic"),
-        "amq.fanout": Exchange("amq.fanout", "fanout"),
-        "amq.headers": Exchange("amq.headers", "headers"),
-        "amq.match": Exchange("amq.match", "headers"),
-    }
-
-
 # -- queues --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QueueSettings:
-    """A queue's ``x-`` arguments, checked the way RabbitMQ checks them."""
-
-    message_ttl: float | None = None
-    """Seconds."""
-    dead_letter_exchange: str | None = None
-    dead_letter_routing_key: str | None = None
-    max_length: int | None = None
-    max_length_bytes: int | None = None
-    overflow: str = "drop-head"
-    queue_type: str = "classic"
-    delivery_limit: int | None = None
-
-    @classmethod
-    def parse(
-        cls, name: str, arguments: Mapping[str, Any], durable: bool, exclusive: bool, auto: bool
-    ) -> QueueSettings:
-        def invalid(arg: str, why: str) -> PreconditionFailedError:
-            return PreconditionFailedError(
-                f"invalid arg '{arg}' for queue '{name}' in vhost '/': {why}"
-            )
-
-        def non_negative_int(arg: str) -> int | None:
-            value = arguments.get(arg)
-            if value is None:
-                return None
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise invalid(arg, f"{{unacceptable_type,{type(value).__name__}}}")
-            if value < 0:
-                raise invalid(arg, f"{{value_negative,{value}}}")
-            return value
-
-        def text(arg: str) -> str | None:
-            value = arguments.get(arg)
-            if value is None:
-                return None
-            if isinstance(value, bytes):
-                value = value.decode()
-            if not isinstance(value, str):
-                raise invalid(arg, f"{{unacceptable_type,{type(value).__name__}}}")
-            return value
-
-        for arg in ("x-max-priority", "x-expires", "x-single-active-consumer"):
-            if arg in arguments:
-                raise NotImplementedFeatureError(
-                    f"queue argument '{arg}' (queue '{name}') is not supported by the in-memory "
-                    f"broker; test this queue against RabbitMQ"
-                )
-        ttl = non_negative_int("x-message-ttl")
-        dlx = text("x-dead-letter-exchange")
-        dlrk = text("x-dead-letter-routing-key")
-        if dlrk is not None and dlx is None:
-            raise PreconditionFailedError(
-                f"invalid arg 'x-dead-letter-routing-key' for queue '{name}' in vhost '/': "
-                f"Key x-dead-letter-routing-key should be specified together with "
-                f"x-dead-letter-exchange"
-            )
-        overflow = text("x-overflow") or "drop-head"
-        if overflow not in OVERFLOW_MODES:
-            raise invalid("x-overflow", f'{{unacceptable_value,<<"{overflow}">>}}')
-        queue_type = text("x-queue-type") or "classic"
-        if queue_type == "stream":
-            raise NotImplementedFeatureError(
-                f"stream queues (queue '{name}') are not supported by the in-memory broker"
-            )
-        if queue_type not in QUEUE_TYPES:
-            raise invalid("x-queue-type", f'{{unacceptable_value,<<"{queue_type}">>}}')
-        if queue_type == "quorum":
-            for prop, bad in (("non-durable", not durable), ("exclusive-owner", exclusive)):
-                if bad:
-                    raise PreconditionFailedError(
-                        f"invalid property '{prop}' for queue '{name}' in vhost '/'"
-                    )
-            if auto:
-                raise PreconditionFailedError(
-                    f"invalid property 'auto-delete' for queue '{name}' in vhost '/'"
-                )
-        limit = non_negative_int("x-delivery-limit")
-        return cls(
-            message_ttl=None if ttl is None else ttl / 1000.0,
-            dead_letter_exchange=dlx,
-            dead_letter_routing_key=dlrk,
-            max_length=non_negative_int("x-max-length"),
-            max_length_bytes=non_negative_int("x-max-length-bytes"),
-            overflow=overflow,
-            queue_type=queue_type,
-            delivery_limit=limit if queue_type == "quorum" else None,
-        )
 
 
 @dataclass(eq=False)
@@ -285,7 +140,7 @@ class MemoryBroker:
         self.name = name
         self.clock: Clock = clock if clock is not None else system_clock()
         self.lock = threading.RLock()
-        self._exchanges = _predeclared()
+        self._exchanges = predeclared()
         self._queues: dict[str, Queue] = {}
         self._connections: dict[int, Connection] = {}
         self._reply_channels: dict[str, Channel] = {}
@@ -576,6 +431,9 @@ class MemoryBroker:
         self._arm(queue)
 
     def _next_consumer(self, queue: Queue) -> Consumer | None:
+        if queue.settings.single_active_consumer:
+            active = queue.consumers[0]  # the oldest attached; the next takes over when it goes
+            return active if active.has_room else None
         count = len(queue.consumers)
         for step in range(count):
             index = (queue.next_consumer + step) % count
@@ -1149,7 +1007,7 @@ class _Operation:
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         try:
             if isinstance(exc, BrokerError) and self.channel.is_open:
-                self.channel._shutdown(exc, notify=False)
+                self.channel._shutdown(exc, notify=True)
                 if not isinstance(exc, ChannelError):
                     # A hard error (503, 540) closes the whole connection, as on RabbitMQ.
                     self.channel.connection._shutdown(exc)

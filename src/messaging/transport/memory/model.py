@@ -5,15 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
-
-
-class Channel(Protocol):
-    """The broker channel a delivery came on, as the model sees it (the model must
-    not import the broker that imports it: no import circles, type-only ones included)."""
-
-    number: int
-    is_open: bool
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -97,7 +89,8 @@ class Delivery:
     delivery_tag: int
     redelivered: bool
     consumer_tag: str | None
-    channel: Channel
+    channel: object
+    """The broker's ``Channel`` it came on (compared by identity: which generation)."""
     message_count: int | None = None
     """For ``basic_get``: the messages left ready in the queue."""
 
