@@ -85,11 +85,14 @@ class ManagedChannel:
         *,
         confirms: bool = False,
         prefetch: int | None = None,
+        probe: bool = False,
     ) -> None:
         self.connection = connection
         self.purpose = purpose
         self.confirms = confirms
         self.prefetch = prefetch
+        self.probe = probe
+        """For passive declares: the broker closing it (NOT_FOUND) is an answer, not trouble."""
         self.generation = 0
         self._channel: AbstractChannel | None = None
         self._raw: aiormq.abc.AbstractChannel | None = None
@@ -176,6 +179,12 @@ class ManagedChannel:
         if sender is not self._channel or self._closed:
             return
         self._raw = None
+        if self.probe:
+            # An inspector asked about something missing, and RabbitMQ answers
+            # that by closing the channel: expected, nothing to restore (no
+            # consumers, no topology); it reopens on the next question.
+            log.debug("%s channel closed by the broker (%r)", self.purpose, exc)
+            return
         if self.connection.is_connected:
             # The broker closed just this channel (a channel error); the
             # connection is fine, so restore now. After a connection drop the
@@ -552,10 +561,17 @@ class ChannelManager:
         self._channels: list[ManagedChannel] = []
 
     def channel(
-        self, purpose: str, *, confirms: bool = False, prefetch: int | None = None
+        self,
+        purpose: str,
+        *,
+        confirms: bool = False,
+        prefetch: int | None = None,
+        probe: bool = False,
     ) -> ManagedChannel:
-        """A new managed channel; it opens on first use."""
-        channel = ManagedChannel(self.connection, purpose, confirms=confirms, prefetch=prefetch)
+        """A new managed channel; it opens on first use. ``probe``: for passive declares."""
+        channel = ManagedChannel(
+            self.connection, purpose, confirms=confirms, prefetch=prefetch, probe=probe
+        )
         self._channels.append(channel)
         return channel
 

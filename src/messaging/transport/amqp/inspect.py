@@ -33,7 +33,7 @@ class BrokerInspector:
 
     def _probe(self) -> ManagedChannel:
         if self._channel is None:
-            self._channel = self._manager.channel(self._purpose)
+            self._channel = self._manager.channel(self._purpose, probe=True)
         return self._channel
 
     async def queue(self, name: str, timeout: float | None = None) -> QueueInfo | None:
