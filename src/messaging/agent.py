@@ -35,6 +35,11 @@ class BaseAgent(EventSubscriber):
     publishes and makes requests, needs neither :meth:`get_routing_key_map`
     nor :meth:`route_message`, and :meth:`start_consuming` on it raises
     :class:`~messaging.errors.ConfigurationError`.
+
+    ``mandatory=False`` lets every publish of the agent to a routing key no
+    queue is bound for be dropped by the broker instead of raising
+    :class:`~messaging.errors.UnroutableMessageError` (per publish:
+    ``publish(..., mandatory=...)``); retries and dead-letter moves stay mandatory.
     """
 
     _send_only_allowed: ClassVar[bool] = True
@@ -60,6 +65,7 @@ class BaseAgent(EventSubscriber):
         single_active_consumer: bool = False,
         declare: bool = True,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        mandatory: bool = True,
     ) -> None:
         self.agent = AgentCore(
             connection_pool.aio,
@@ -69,6 +75,7 @@ class BaseAgent(EventSubscriber):
             context_store,
             context_ttl,
             declare,
+            mandatory,
         )
         super().__init__(
             connection_pool=connection_pool,

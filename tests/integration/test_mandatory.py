@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from messaging import ConnectionPool, EventPublisher, UnroutableMessageError
+from messaging import BaseAgent, ConnectionPool, EventPublisher, UnroutableMessageError
 from messaging.aio import AsyncConnectionPool, AsyncEventPublisher
 from messaging.config import RabbitMQConfig
 from messaging.generated import messages_pb2
@@ -107,3 +107,25 @@ def test_an_alternate_exchange_policy_keeps_what_nothing_else_routes(
         assert raw.depth(kept) == 1
     finally:
         rabbitmqctl("clear_policy", policy)
+
+
+class Announcer(BaseAgent):
+    """A send-only agent publishing events nobody may listen to yet."""
+
+
+def test_an_agent_built_not_mandatory_drops_unrouted_publishes_and_requests(
+    pool: ConnectionPool, names: Names
+) -> None:
+    loose = Announcer(pool, "announcer", [], names.exchange, mandatory=False)
+    strict = Announcer(pool, "strict_announcer", [], names.exchange)
+    try:
+        assert loose.publish(event(), "prices.changed")
+        assert loose.publish_request(event(), "prices.changed")
+        with pytest.raises(UnroutableMessageError):
+            loose.publish(event(), "prices.changed", mandatory=True)
+        with pytest.raises(UnroutableMessageError):
+            strict.publish(event(), "prices.changed")
+        assert strict.publish(event(), "prices.changed", mandatory=False)
+    finally:
+        loose.close()
+        strict.close()

@@ -71,9 +71,12 @@ class AgentCore:
         context_store: ContextStore | None,
         context_ttl: float,
         declare: bool = True,
+        mandatory: bool = True,
     ) -> None:
         self.agent_name = agent_name
-        self.publisher = AsyncEventPublisher(pool, agent_name, exchange_name, declare=declare)
+        self.publisher = AsyncEventPublisher(
+            pool, agent_name, exchange_name, declare=declare, mandatory=mandatory
+        )
         # None: STORE__REDIS_URL decides (Redis, shared by replicas), else process memory.
         self.contexts: ContextStore = (
             context_store if context_store is not None else context_store_from_config()
@@ -195,6 +198,11 @@ class AsyncBaseAgent(AsyncEventSubscriber):
     send-only agent (a gateway, a scheduler): it publishes and makes requests,
     needs neither method, and :meth:`start` on it raises
     :class:`~messaging.errors.ConfigurationError`.
+
+    ``mandatory=False`` lets every publish of the agent to a routing key no
+    queue is bound for be dropped by the broker instead of raising
+    :class:`~messaging.errors.UnroutableMessageError` (per publish:
+    ``publish(..., mandatory=...)``); retries and dead-letter moves stay mandatory.
     """
 
     _send_only_allowed: ClassVar[bool] = True
@@ -220,6 +228,7 @@ class AsyncBaseAgent(AsyncEventSubscriber):
         single_active_consumer: bool = False,
         declare: bool = True,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        mandatory: bool = True,
     ) -> None:
         self.agent = AgentCore(
             connection_pool,
@@ -229,6 +238,7 @@ class AsyncBaseAgent(AsyncEventSubscriber):
             context_store,
             context_ttl,
             declare,
+            mandatory,
         )
         super().__init__(
             connection_pool,
