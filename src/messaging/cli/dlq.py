@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import Progress
 
@@ -37,7 +38,7 @@ from messaging.cli._letters import (
     replay_properties,
     why,
 )
-from messaging.cli._output import JsonOption, Output, text
+from messaging.cli._output import JsonOption, Output, safe, text
 from messaging.cli._types import ImportOption, load_types
 from messaging.errors import ConnectionFailedError, PublishError, TopologyError
 from messaging.topology import dlq_name
@@ -187,7 +188,8 @@ async def replay_letters(
         reader = await broker.reader("dlq-replay").raw()
         publisher = broker.confirmed("dlq-replay")
         timeout = broker.config.publish_timeout
-        task = progress.add_task(f"replaying {dlq}", total=total)
+        # Rich reads a task's description as markup: the name goes in inert.
+        task = progress.add_task(f"replaying {escape(safe(dlq))}", total=total)
         kept: list[int] = []  # failed replays, held unacked until the end
         try:
             for _ in range(total):
