@@ -7,7 +7,7 @@ import asyncio
 from messaging._portal import Portal
 from messaging.aio.pool import AsyncConnectionPool, PoolHealth
 from messaging.config import RabbitMQConfig
-from messaging.transport import ChannelManager
+from messaging.transport import Connection
 
 
 class ConnectionPool:
@@ -40,11 +40,11 @@ class ConnectionPool:
         return self.aio.config
 
     @property
-    def publishing(self) -> ChannelManager:
+    def publishing(self) -> Connection:
         return self.aio.publishing
 
     @property
-    def consuming(self) -> ChannelManager:
+    def consuming(self) -> Connection:
         return self.aio.consuming
 
     def connect(self) -> None:

@@ -208,7 +208,7 @@ class EventSubscriber(ABC):
             delivery, generation = item
             if generation != consumer.generation:
                 continue  # its channel is gone; the broker has requeued it
-            tag: int = delivery.delivery.delivery_tag
+            tag = delivery.delivery_tag
             properties = delivery_properties(delivery)
             handling = consumer.started(properties)
             try:
@@ -224,11 +224,10 @@ class EventSubscriber(ABC):
                 )
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        generation = self.consumer.channel.generation_of(delivery)
+        generation = delivery.generation
         if generation < 0:
             return  # its channel is gone; the broker has requeued it
-        frame: Any = delivery.delivery
-        if frame.redelivered and self.consumer.counts_redeliveries:
+        if delivery.redelivered and self.consumer.counts_redeliveries:
             self._settler.track(self.consumer.recount(delivery, generation))
             return
         self._inbox.put((delivery, generation))

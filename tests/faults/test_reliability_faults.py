@@ -304,7 +304,7 @@ def test_publish_fails_fast_once_the_retry_policy_is_spent(
     tcp_proxy.refuse(True, how="unlisten")
     try:
         tcp_proxy.drop_all()
-        publishing = pool.aio.publishing.connection
+        publishing = pool.aio.publishing
         wait_for(lambda: publishing.health().last_error is not None, 10, "the drop noticed")
         time.sleep(2.0)  # several failed reconnects: more than max_retries
         started = time.monotonic()

@@ -32,7 +32,7 @@ async def consume_all(
     def on_message(delivery: Delivery) -> None:
         bodies.append(int(delivery.body))
         running.append(asyncio.current_task())
-        channel.ack(delivery.delivery.delivery_tag, channel.generation)  # type: ignore[union-attr,arg-type]
+        channel.ack(delivery.delivery_tag, delivery.generation)
         if len(bodies) == COUNT and not done.done():
             done.set_result(None)
 

@@ -13,7 +13,6 @@ import pytest
 
 from messaging.aio import AsyncConnectionPool
 from messaging.config import RabbitMQConfig
-from messaging.transport import BrokerInspector
 from tests.conftest import Names
 
 
@@ -21,7 +20,7 @@ async def test_questions_about_missing_things_log_no_warning(
     config: RabbitMQConfig, names: Names, caplog: pytest.LogCaptureFixture
 ) -> None:
     pool = AsyncConnectionPool(config)
-    inspector = BrokerInspector(pool.consuming, "test:inspect")
+    inspector = pool.consuming.inspector("test:inspect")
     missing = names.queue("missing")
     with caplog.at_level(logging.WARNING, logger="messaging"):
         for _ in range(3):

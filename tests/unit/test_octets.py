@@ -19,11 +19,8 @@ from messaging.transport.amqp.octets import (
     decode_short_str,
     encode_field_table,
     encode_short_str,
-    foreign_fields,
-    is_foreign,
-    octets_of,
 )
-from messaging.wiretext import printable
+from messaging.wiretext import foreign_fields, is_foreign, octets_of, printable
 
 BAD = b"\xff\xfe\xc3("
 

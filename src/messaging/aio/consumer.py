@@ -21,6 +21,7 @@ from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import AsyncEventPublisher
 from messaging.errors import (
     ConfigurationError,
+    ConnectionFailedError,
     DecodeError,
     PoisonMessageError,
     PublishError,
@@ -49,11 +50,17 @@ from messaging.topology import (
     subscriber_topology,
     validate_name,
 )
-from messaging.transport import BrokerInspector, Delivery, ManagedChannel, Properties
-from messaging.transport.amqp.channels import DeliveryCallback, InlineCallback
-from messaging.transport.amqp.frames import fits, header_frame_size
-from messaging.transport.amqp.octets import foreign_fields, is_foreign
-from messaging.wiretext import printable
+from messaging.transport import (
+    Channel,
+    ConnectionLost,
+    Delivery,
+    DeliveryCallback,
+    InlineCallback,
+    Inspector,
+    MessageProperties,
+    Properties,
+)
+from messaging.wiretext import foreign_fields, is_foreign, printable
 
 log = logging.getLogger("messaging.subscriber")
 
@@ -76,12 +83,12 @@ def came_through_the_bus(delivery: Delivery) -> bool:
     default exchange is a matter of vhost permissions (README, "Who may write
     where").
     """
-    return not delivery.delivery.exchange  # type: ignore[union-attr]
+    return not delivery.exchange
 
 
 def headers_of(delivery: Delivery) -> dict[str, Any]:
     """The message's headers as the bus believes them: a sender's ``x-chimera-*`` dropped."""
-    headers = delivery.header.properties.headers
+    headers = delivery.properties.headers
     if not headers:
         return {}
     if came_through_the_bus(delivery):
@@ -92,32 +99,31 @@ def headers_of(delivery: Delivery) -> dict[str, Any]:
 def routing_key_of(delivery: Delivery) -> str:
     """The key the message was published with, also after a retry through a delay queue."""
     if came_through_the_bus(delivery):
-        headers = delivery.header.properties.headers
+        headers = delivery.properties.headers
         original = headers.get(ORIGINAL_ROUTING_KEY) if headers else None
         if original:
             return str(original)
-    return delivery.delivery.routing_key or ""  # type: ignore[union-attr]
+    return delivery.routing_key
 
 
 def delivery_properties(delivery: Delivery) -> dict[str, Any]:
     """The properties dict handlers receive."""
-    props = delivery.header.properties
-    frame: Any = delivery.delivery
+    props = delivery.properties
     headers = headers_of(delivery)
     return {
         "correlation_id": props.correlation_id,
         "reply_to": props.reply_to,
         "message_id": props.message_id,
         "routing_key": routing_key_of(delivery),
-        "exchange": headers.get(ORIGINAL_EXCHANGE) or frame.exchange,
+        "exchange": headers.get(ORIGINAL_EXCHANGE) or delivery.exchange,
         "headers": headers,
         "attempt": _int(headers.get(ATTEMPTS)) + 1,
-        "redelivered": bool(getattr(frame, "redelivered", False)),
+        "redelivered": delivery.redelivered,
         "timestamp": props.timestamp,
         "type": props.message_type,
         "content_type": props.content_type,
         "app_id": props.app_id,
-        "delivery_tag": frame.delivery_tag,
+        "delivery_tag": delivery.delivery_tag,
     }
 
 
@@ -199,12 +205,12 @@ class Consumer:
         # and only then is the original acked: no window where it is nowhere.
         self._republisher = AsyncEventPublisher(pool, agent_name, exchange_name, declare=declare)
         self.metrics = ConsumerMetrics(agent_name, self.queue_name)
-        self._channel: ManagedChannel | None = None
+        self._channel: Channel | None = None
         self._consumer_key: str | None = None
-        self._inspector: BrokerInspector | None = None
+        self._inspector: Inspector | None = None
 
     @property
-    def channel(self) -> ManagedChannel:
+    def channel(self) -> Channel:
         if self._channel is None:
             self._channel = self.pool.consuming.channel(
                 f"consume:{self.queue_name}", prefetch=self.prefetch_count
@@ -236,7 +242,7 @@ class Consumer:
         404 closes that channel, not the one we consume on.
         """
         if self._inspector is None:
-            self._inspector = BrokerInspector(self.pool.consuming, f"inspect:{self.queue_name}")
+            self._inspector = self.pool.consuming.inspector(f"inspect:{self.queue_name}")
         info = await self._inspector.queue(self.queue_name)
         return 0 if info is None else info.consumers
 
@@ -261,13 +267,19 @@ class Consumer:
             self._republisher = AsyncEventPublisher(
                 self.pool, self.agent_name, self.exchange_name, declare=self.declare
             )
-        if self.declare:
-            await self.channel.declare(self.topology)
-        else:  # operator-managed topology: check, declare nothing
-            await self.channel.verify(self.topology)
-        self._consumer_key = await self.channel.consume(
-            self.queue_name, on_delivery, inline=inline
-        )
+        try:
+            if self.declare:
+                await self.channel.declare(self.topology)
+            else:  # operator-managed topology: check, declare nothing
+                await self.channel.verify(self.topology)
+            self._consumer_key = await self.channel.consume(
+                self.queue_name, on_delivery, inline=inline
+            )
+        except ConnectionLost as exc:
+            raise ConnectionFailedError(
+                f"{self.agent_name}: the connection was lost while starting to consume "
+                f"{self.queue_name}: {exc}"
+            ) from exc
         log.info(
             "%s consuming %s (bound to %s on %s, prefetch %d)",
             self.agent_name,
@@ -317,7 +329,7 @@ class Consumer:
 
     def decode(self, delivery: Delivery) -> ProtoMessage:
         routing_key = routing_key_of(delivery)
-        foreign = foreign_fields(delivery.header.properties)
+        foreign = foreign_fields(delivery.properties)
         if is_foreign(routing_key):
             foreign.insert(0, "routing key")
         if foreign:
@@ -334,7 +346,7 @@ class Consumer:
             raise UnknownRoutingKeyError(
                 f"{self.agent_name} has no message class for routing key {routing_key!r}"
             )
-        props = delivery.header.properties
+        props = delivery.properties
         content_type = props.content_type
         if content_type and content_type != CONTENT_TYPE:
             raise DecodeError(
@@ -433,14 +445,14 @@ class Consumer:
         If the copy cannot be published, the original is rejected and the
         broker dead-letters it itself (its ``x-death`` header says from where).
         """
-        props = delivery.header.properties
-        tag: int = delivery.delivery.delivery_tag  # type: ignore[union-attr,assignment]
-        headers.setdefault(ORIGINAL_EXCHANGE, delivery.delivery.exchange)  # type: ignore[union-attr]
+        props = delivery.properties
+        tag = delivery.delivery_tag
+        headers.setdefault(ORIGINAL_EXCHANGE, delivery.exchange)
         headers.setdefault(ORIGINAL_ROUTING_KEY, routing_key_of(delivery))
         headers.pop("x-death", None)
         exchange, routing_key = target
         try:
-            copy = self._fitted(with_headers(props, headers), len(delivery.body))
+            copy = self._fitted(Properties.copy_of(props, headers=headers), len(delivery.body))
             await self._republisher.republish(delivery.body, exchange, routing_key, copy)
         except Exception as publish_error:  # whatever it was, the original must be settled
             log.error(
@@ -470,31 +482,31 @@ class Consumer:
             # The client gives a message without an id one of its own (for
             # confirms): give it here, so that the size counted is the size sent.
             copy.message_id = uuid.uuid4().hex
-        frame_max = self.pool.publishing.connection.frame_max
-        if fits(copy, body_size, frame_max):
+        publishing = self.pool.publishing
+        over = publishing.header_excess(copy, body_size)
+        if over <= 0:
             return copy
         headers = copy.headers if copy.headers is not None else {}
         message = headers.get(ERROR_MESSAGE)
         if isinstance(message, str) and message:
-            over = header_frame_size(copy, body_size) - frame_max
             keep = len(message.encode()) - over - len(_TRIMMED.encode())
             if keep >= 0:
                 headers[ERROR_MESSAGE] = message.encode()[:keep].decode("utf-8", "ignore") + (
                     _TRIMMED
                 )
-                if fits(copy, body_size, frame_max):
+                over = publishing.header_excess(copy, body_size)
+                if over <= 0:
                     return copy
         raise PublishError(
-            f"its copy would not fit in one frame: the content header needs "
-            f"{header_frame_size(copy, body_size)} octets and the broker's frame_max is "
-            f"{frame_max}, even with the error message cut (the sender's own headers take "
-            f"nearly all of it)"
+            f"its copy would not fit in one frame: the content header is {over} octets over "
+            f"the broker's frame_max, even with the error message cut (the sender's own "
+            f"headers take nearly all of it)"
         )
 
     def log_failure(
         self, delivery: Delivery, exc: BaseException, attempts: int, retry: bool
     ) -> None:
-        props = delivery.header.properties
+        props = delivery.properties
         kind = "undecodable message" if isinstance(exc, DecodeError) else "handler failed"
         if retry:
             delay = self.retry_delays[attempts - 1]
@@ -528,7 +540,7 @@ class Consumer:
         )
 
 
-def _log_ids(props: Properties) -> dict[str, str]:
+def _log_ids(props: MessageProperties) -> dict[str, str]:
     """The message's ids for log records written outside its handler (on the IO loop)."""
     return {
         "correlation_id": printable(props.correlation_id),
@@ -538,34 +550,3 @@ def _log_ids(props: Properties) -> dict[str, str]:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
-
-
-def with_headers(props: Properties, headers: dict[str, Any]) -> Properties:
-    """A copy of ``props`` with ``headers`` in place of its own.
-
-    Set one by one rather than through the constructor: it validates, and
-    refuses values other clients send and the broker passes on (a
-    ``cluster_id``), which would leave the message unsettled.
-    """
-    copy = Properties()
-    for name in _PROPERTY_NAMES:
-        setattr(copy, name, getattr(props, name))
-    copy.headers = headers
-    return copy
-
-
-_PROPERTY_NAMES = (
-    "content_type",
-    "content_encoding",
-    "delivery_mode",
-    "priority",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "message_type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)

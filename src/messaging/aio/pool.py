@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, load_config
 from messaging.ops.metrics import POOLS
-from messaging.transport import ChannelManager, ConnectionHealth, SupervisedConnection
+from messaging.transport import Connection, ConnectionHealth, open_connection
 
 
 @dataclass(frozen=True)
@@ -40,24 +40,23 @@ class AsyncConnectionPool:
         self.policy = RetryPolicy(
             max_retries=max_retries, initial_delay=initial_retry_delay, max_delay=max_retry_delay
         )
-        self.publishing = ChannelManager(SupervisedConnection(self.config, self.policy, "publish"))
-        self.consuming = ChannelManager(SupervisedConnection(self.config, self.policy, "consume"))
+        self.publishing: Connection = open_connection(self.config, self.policy, "publish")
+        self.consuming: Connection = open_connection(self.config, self.policy, "consume")
         self.closed = False
         POOLS.track(self)
 
     async def connect(self) -> None:
         """Open both connections now instead of on first use (fails fast on bad credentials)."""
-        await self.publishing.connection.get()
-        await self.consuming.connection.get()
+        await self.publishing.connect()
+        await self.consuming.connect()
 
     def health(self) -> PoolHealth:
         return PoolHealth(
-            publishing=self.publishing.connection.health(),
-            consuming=self.consuming.connection.health(),
+            publishing=self.publishing.health(),
+            consuming=self.consuming.health(),
         )
 
     async def close(self) -> None:
         self.closed = True
-        for manager in (self.publishing, self.consuming):
-            await manager.close()
-            await manager.connection.close()
+        for connection in (self.publishing, self.consuming):
+            await connection.close()

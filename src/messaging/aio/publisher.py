@@ -30,7 +30,7 @@ from messaging.ops.metrics import PublisherMetrics
 from messaging.routing import validate_routing_key
 from messaging.serialization import CONTENT_TYPE, serialize
 from messaging.topology import Topology, events_exchange, validate_name
-from messaging.transport import CONNECTION_LOST, ManagedChannel, Properties
+from messaging.transport import Channel, ConnectionLost, MessageProperties, Properties
 
 log = logging.getLogger("messaging.publisher")
 
@@ -81,7 +81,7 @@ class AsyncEventPublisher:
         self._channel = connection_pool.publishing.channel(f"publish:{agent_name}", confirms=True)
         # Replies to direct reply-to go on a channel of their own without
         # confirms (see send_reply); opened on the first reply, then reused.
-        self._reply_channel: ManagedChannel | None = None
+        self._reply_channel: Channel | None = None
         self.metrics = PublisherMetrics(agent_name, exchange_name)
         self._ensure_exchange = Once(self._declare_exchange)
         self._closed = False
@@ -92,7 +92,7 @@ class AsyncEventPublisher:
         return self._closed
 
     @property
-    def channel(self) -> ManagedChannel:
+    def channel(self) -> Channel:
         """The confirmed channel this publisher sends on."""
         return self._channel
 
@@ -288,7 +288,7 @@ class AsyncEventPublisher:
         body: bytes,
         exchange: str,
         routing_key: str,
-        properties: Properties,
+        properties: MessageProperties,
         timeout: float | None = None,
     ) -> None:
         """Publish an already encoded message as it is (retries, dead letters, replays)."""
@@ -303,10 +303,10 @@ class AsyncEventPublisher:
         body: bytes,
         exchange: str,
         routing_key: str,
-        properties: Properties,
+        properties: MessageProperties,
         timeout: float,
         mandatory: bool,
-        channel: ManagedChannel | None = None,
+        channel: Channel | None = None,
     ) -> None:
         in_flight = self.metrics.in_flight
         in_flight.inc()
@@ -345,10 +345,10 @@ class AsyncEventPublisher:
         body: bytes,
         exchange: str,
         routing_key: str,
-        properties: Properties,
+        properties: MessageProperties,
         timeout: float,
         mandatory: bool,
-        channel: ManagedChannel,
+        channel: Channel,
     ) -> None:
         deadline = time.monotonic() + timeout
         attempt = 0
@@ -387,7 +387,7 @@ class AsyncEventPublisher:
                 # No channel to send on (the retry policy is spent, or we were
                 # closed): nothing went out, so this is a plain failure.
                 raise
-            except CONNECTION_LOST as exc:
+            except ConnectionLost as exc:
                 # In flight when the connection or channel went: no confirm
                 # will ever come for it, so send it again on the new channel.
                 log.warning(

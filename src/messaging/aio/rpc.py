@@ -27,7 +27,7 @@ from messaging.aio.once import Once
 from messaging.aio.outgoing import OutgoingMessage
 from messaging.errors import ConnectionFailedError, DecodeError, RequestTimeoutError
 from messaging.serialization import deserialize, message_class_for
-from messaging.transport import Delivery, ManagedChannel
+from messaging.transport import Channel, Delivery
 
 log = logging.getLogger("messaging.rpc")
 
@@ -38,7 +38,7 @@ class RequestSender(Protocol):
     """What a requester needs of a publisher: its channel, and prepare/send."""
 
     @property
-    def channel(self) -> ManagedChannel: ...
+    def channel(self) -> Channel: ...
 
     def prepare(
         self,
@@ -126,7 +126,7 @@ class AsyncRequester:
                     sending.exception()  # seen: a failure after the reply changes nothing
 
     def _on_reply(self, delivery: Delivery) -> None:
-        props = delivery.header.properties
+        props = delivery.properties
         correlation_id = props.correlation_id or ""
         future = self._pending.get(correlation_id)
         if future is None or future.done():

@@ -219,15 +219,14 @@ class AsyncEventSubscriber(ABC):
 
     async def _handle(self, delivery: Delivery) -> None:
         consumer = self.consumer
-        generation = consumer.channel.generation_of(delivery)
+        generation = delivery.generation
         if generation < 0:
             return  # its channel is gone; the broker has requeued it
-        frame: Any = delivery.delivery
-        tag: int = frame.delivery_tag
+        tag = delivery.delivery_tag
         acks = self._acks
         assert acks is not None
         acks.delivered(tag, generation)
-        if frame.redelivered and consumer.counts_redeliveries:
+        if delivery.redelivered and consumer.counts_redeliveries:
             await consumer.recount(delivery, generation)
             acks.forget(tag, generation)
             return

@@ -28,13 +28,7 @@ from messaging.errors import (
 )
 from messaging.ops.logs import configure_logging as configure_logging_to_stderr
 from messaging.ops.logs import redact
-from messaging.transport import (
-    CONNECTION_LOST,
-    BrokerInspector,
-    ManagedChannel,
-    Properties,
-    QueueInfo,
-)
+from messaging.transport import Channel, ConnectionLost, MessageProperties, QueueInfo
 
 T = TypeVar("T")
 
@@ -164,21 +158,21 @@ class Broker:
         self.pool = AsyncConnectionPool(
             self.config, max_retries=2, initial_retry_delay=0.5, max_retry_delay=2.0
         )
-        self.inspector = BrokerInspector(self.pool.consuming, "cli:inspect")
+        self.inspector = self.pool.consuming.inspector("cli:inspect")
 
     async def connect(self) -> None:
-        await self.pool.consuming.connection.get()
+        await self.pool.consuming.connect()
 
     @property
     def node(self) -> BrokerNode:
         """The broker node this command's connection is on (one of RABBITMQ__URL's)."""
-        return self.pool.consuming.connection.node or self.config.nodes()[0]
+        return self.pool.consuming.node or self.config.nodes()[0]
 
-    def reader(self, purpose: str) -> ManagedChannel:
+    def reader(self, purpose: str) -> Channel:
         """A plain channel on the consuming connection (get, ack, consume)."""
         return self.pool.consuming.channel(f"cli:{purpose}")
 
-    def confirmed(self, purpose: str) -> ManagedChannel:
+    def confirmed(self, purpose: str) -> Channel:
         """A channel with publisher confirms on the publishing connection."""
         return self.pool.publishing.channel(f"cli:{purpose}", confirms=True)
 
@@ -204,12 +198,12 @@ async def open_broker(config: RabbitMQConfig | None = None) -> AsyncIterator[Bro
 
 
 async def publish_confirmed(
-    channel: ManagedChannel,
+    channel: Channel,
     body: bytes,
     *,
     exchange: str,
     routing_key: str,
-    properties: Properties,
+    properties: MessageProperties,
     timeout: float,
 ) -> None:
     """Publish mandatory and wait for the confirm; raise a PublishError subclass otherwise.
@@ -226,7 +220,7 @@ async def publish_confirmed(
         raise PublishTimeoutError(
             f"no confirm for {properties.message_id} within {timeout:.1f}s"
         ) from exc
-    except CONNECTION_LOST as exc:
+    except ConnectionLost as exc:
         raise ConnectionFailedError(f"lost the connection while publishing: {exc!r}") from exc
 
 

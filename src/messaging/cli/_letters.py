@@ -13,7 +13,7 @@ from rich.text import Text
 from messaging.cli._output import text
 from messaging.dead_letters import recorded_route, replay_headers
 from messaging.serialization import deserialize, message_class_for, to_dict
-from messaging.transport import Delivery, Properties
+from messaging.transport import Delivery, MessageProperties, Properties
 
 CHIMERA_PREFIX = "x-chimera-"
 
@@ -72,7 +72,7 @@ def body_record(type_name: str | None, body: bytes) -> dict[str, Any]:
 
 
 def headers_of(delivery: Delivery) -> dict[str, Any]:
-    headers = delivery.header.properties.headers
+    headers = delivery.properties.headers
     return dict(headers) if headers else {}
 
 
@@ -116,10 +116,10 @@ def original_target(headers: dict[str, Any], work_queue: str) -> tuple[str, str]
     return None if route is None else (route.exchange, route.routing_key)
 
 
-def replay_properties(props: Properties, work_queue: str) -> Properties:
+def replay_properties(props: MessageProperties, work_queue: str) -> Properties:
     """The original properties, minus what the broker added when it dead-lettered
     (and a sender's own ``x-chimera-*`` headers: :func:`messaging.dead_letters.replay_headers`)."""
-    headers = replay_headers(props.headers or {}, work_queue)
+    headers = replay_headers(dict(props.headers or {}), work_queue)
     return Properties(
         content_type=props.content_type,
         content_encoding=props.content_encoding,
@@ -137,11 +137,10 @@ def replay_properties(props: Properties, work_queue: str) -> Properties:
 
 def properties_of(delivery: Delivery) -> dict[str, Any]:
     """Where it was delivered from and the properties people ask about, as plain data."""
-    props = delivery.header.properties
-    frame: Any = delivery.delivery
+    props = delivery.properties
     return {
-        "routing_key": plain(frame.routing_key),
-        "exchange": plain(frame.exchange),
+        "routing_key": plain(delivery.routing_key),
+        "exchange": plain(delivery.exchange),
         "type": plain(props.message_type),
         "message_id": plain(props.message_id),
         "correlation_id": plain(props.correlation_id),
@@ -158,7 +157,7 @@ def record(delivery: Delivery) -> dict[str, Any]:
         "headers": plain(headers),
         "x_death": deaths(headers),
         "why": why(headers),
-        **body_record(delivery.header.properties.message_type, delivery.body),
+        **body_record(delivery.properties.message_type, delivery.body),
     }
 
 
@@ -168,7 +167,7 @@ def describe_lines(delivery: Delivery) -> list[Text]:
     meta = properties_of(delivery)
     lines = [
         text("  ".join(f"{k}={v}" for k, v in meta.items() if v not in (None, ""))),
-        body_text(delivery.header.properties.message_type, delivery.body),
+        body_text(delivery.properties.message_type, delivery.body),
     ]
     for entry in deaths(headers):
         detail = ", ".join(

@@ -42,7 +42,7 @@ from messaging.cli._output import JsonOption, Output, safe, text
 from messaging.cli._types import ImportOption, load_types
 from messaging.errors import ConnectionFailedError, PublishError, TopologyError
 from messaging.topology import dlq_name
-from messaging.transport import Delivery, ManagedChannel
+from messaging.transport import Channel, Delivery
 
 app = typer.Typer(
     help="Dead letters in <queue>.dlq: list, show, replay, purge. QUEUE is the work queue "
@@ -73,20 +73,20 @@ async def peek(queue: str, limit: int) -> tuple[QueueInfo, list[Delivery]]:
     _, dlq = resolve(queue)
     async with open_broker() as broker:
         info = await require(broker, dlq)
-        raw = await broker.reader("dlq-read").raw()
+        reader = broker.reader("dlq-read")
         letters: list[Delivery] = []
         try:
             # Bounded by the depth read first: nothing read is requeued before the end,
             # so this cannot loop, and messages arriving meanwhile are left alone.
             for _ in range(min(info.messages, limit)):
-                got = await raw.basic_get(dlq, no_ack=False)
-                if got.delivery_tag is None:
+                got = await reader.get(dlq)
+                if got is None:
                     break
                 letters.append(got)
         finally:
-            last = letters[-1].delivery_tag if letters else None
-            if last is not None and not raw.is_closed:
-                await raw.basic_nack(last, multiple=True, requeue=True)
+            if letters:
+                last = letters[-1]
+                reader.nack(last.delivery_tag, last.generation, multiple=True, requeue=True)
         return info, letters
 
 
@@ -107,7 +107,7 @@ def list_(
     work = resolve(queue)[0]
     rows: list[list[str]] = []
     for n, letter in enumerate(letters, 1):
-        props = letter.header.properties
+        props = letter.properties
         headers = headers_of(letter)
         target = original_target(headers, work)
         routing_key = target[1] if target else str(plain(letter.routing_key))
@@ -185,35 +185,33 @@ async def replay_letters(
         info = await require(broker, dlq)
         total = info.messages if limit is None else min(info.messages, limit)
         report = ReplayReport(dlq, total)
-        reader = await broker.reader("dlq-replay").raw()
+        reader = broker.reader("dlq-replay")
         publisher = broker.confirmed("dlq-replay")
         timeout = broker.config.publish_timeout
         # Rich reads a task's description as markup: the name goes in inert.
         task = progress.add_task(f"replaying {escape(safe(dlq))}", total=total)
-        kept: list[int] = []  # failed replays, held unacked until the end
+        kept: list[Delivery] = []  # failed replays, held unacked until the end
         try:
             for _ in range(total):
-                letter = await reader.basic_get(dlq, no_ack=False)
-                tag = letter.delivery_tag
-                if tag is None:
+                letter = await reader.get(dlq)
+                if letter is None:
                     break
                 problem = await replay_one(publisher, letter, work, to_queue, timeout)
                 if problem is None:
-                    await reader.basic_ack(tag)
+                    reader.ack(letter.delivery_tag, letter.generation)
                     report.replayed += 1
                 else:
-                    kept.append(tag)
-                    report.failed.append((str(letter.header.properties.message_id), problem))
+                    kept.append(letter)
+                    report.failed.append((str(letter.properties.message_id), problem))
                 progress.advance(task)
         finally:
-            if not reader.is_closed:
-                for tag in kept:
-                    await reader.basic_nack(tag, requeue=True)
+            for letter in kept:
+                reader.nack(letter.delivery_tag, letter.generation, requeue=True)
         return report
 
 
 async def replay_one(
-    publisher: ManagedChannel, letter: Delivery, work: str, to_queue: bool, timeout: float
+    publisher: Channel, letter: Delivery, work: str, to_queue: bool, timeout: float
 ) -> str | None:
     """Publish one dead letter again; None once confirmed, else why not."""
     if to_queue:
@@ -229,7 +227,7 @@ async def replay_one(
             letter.body,
             exchange=exchange,
             routing_key=routing_key,
-            properties=replay_properties(letter.header.properties, work),
+            properties=replay_properties(letter.properties, work),
             timeout=timeout,
         )
     except ConnectionFailedError:

@@ -53,10 +53,7 @@ async def watch(
         if not await broker.exchange_exists(exchange):
             raise TopologyError(f"exchange {exchange!r} does not exist; nothing to tail")
         channel = broker.reader("tail")
-        raw = await channel.raw()
-        declared = await raw.queue_declare("", exclusive=True, auto_delete=True)
-        queue = str(declared.queue)
-        await raw.queue_bind(queue, exchange, routing_key=pattern)
+        queue = await channel.bind_temporary_queue(exchange, pattern)
         inbox: asyncio.Queue[Delivery] = asyncio.Queue()
 
         async def on_delivery(delivery: Delivery) -> None:
@@ -92,7 +89,7 @@ def show(out: Output, delivery: Delivery) -> None:
         f" {meta['type'] or '?'}  message_id={meta['message_id']}  "
         f"correlation_id={meta['correlation_id']}",
     )
-    out.show(body_text(delivery.header.properties.message_type, delivery.body))
+    out.show(body_text(delivery.properties.message_type, delivery.body))
 
 
 def tail(

@@ -30,7 +30,7 @@ from messaging.aio import AsyncConnectionPool
 from messaging.demo.agents import AnalysisAgent, DataAgent, DemoAgent, QueryAgent, demo_queue_name
 from messaging.demo.client import DEFAULT_QUESTIONS, Answer, AskClient, Printer
 from messaging.topology import dlq_name, dlx_name
-from messaging.transport import BrokerInspector
+from messaging.transport import Inspector
 
 T = TypeVar("T")
 
@@ -224,7 +224,7 @@ def _report(
 def consumer_counts(rabbitmq: RabbitMQConfig, queues: Iterable[str]) -> dict[str, int]:
     """How many consumers the broker counts on each queue that exists."""
 
-    async def count(inspector: BrokerInspector) -> dict[str, int]:
+    async def count(inspector: Inspector) -> dict[str, int]:
         counts: dict[str, int] = {}
         for queue in queues:
             info = await inspector.queue(queue)
@@ -241,7 +241,7 @@ def delete_demo_topology(
     """Delete the agents' queues with their DLQs, and the exchange with its DLX."""
     names = [name for queue in queues for name in (queue, dlq_name(queue))]
 
-    async def delete(inspector: BrokerInspector) -> None:
+    async def delete(inspector: Inspector) -> None:
         for queue in names:
             await inspector.delete_queue(queue)
         for name in (exchange, dlx_name(exchange)):
@@ -251,11 +251,11 @@ def delete_demo_topology(
     return [*names, exchange, dlx_name(exchange)]
 
 
-async def _inspect(rabbitmq: RabbitMQConfig, work: Callable[[BrokerInspector], Awaitable[T]]) -> T:
+async def _inspect(rabbitmq: RabbitMQConfig, work: Callable[[Inspector], Awaitable[T]]) -> T:
     pool = AsyncConnectionPool(
         rabbitmq.model_copy(update={"connection_name": "chimera-demo"}), max_retries=2
     )
     try:
-        return await work(BrokerInspector(pool.consuming, "demo:inspect"))
+        return await work(pool.consuming.inspector("demo:inspect"))
     finally:
         await pool.close()

@@ -52,7 +52,7 @@ from messaging.config import Settings, load_config
 from messaging.errors import ConfigurationError
 from messaging.ops.metrics import DLQS, DepthProbe
 from messaging.topology import dlq_name
-from messaging.transport import BrokerInspector, ConnectionHealth
+from messaging.transport import ConnectionHealth
 
 log = logging.getLogger("messaging.health")
 
@@ -164,7 +164,7 @@ class BrokerProbe:
 
     def __init__(self, pool: AsyncConnectionPool, runner: LoopRunner) -> None:
         self._runner = runner
-        self._inspector = BrokerInspector(pool.consuming, "monitor:probe")
+        self._inspector = pool.consuming.inspector("monitor:probe")
 
     def counts(self, queue: str) -> tuple[int, int]:
         """``(messages, consumers)`` of ``queue``; raises if it is missing or unreachable."""

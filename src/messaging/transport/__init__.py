@@ -1,24 +1,49 @@
-"""The seam to the broker: the only package that imports the AMQP client.
+"""The seam to the broker.
 
-:mod:`messaging.transport.base` names what the core sees; the AMQP
-implementation lives in :mod:`messaging.transport.amqp`.
+:mod:`messaging.transport.base` says what the bus may use of a broker (small
+Protocols: connection, channel, delivery, inspector); the layers above import
+only those names, from here. :mod:`messaging.transport.amqp` is RabbitMQ
+behind them, the only package that imports the AMQP client.
 """
 
-from messaging.transport.amqp.channels import ChannelManager, ManagedChannel, declare_topology
-from messaging.transport.amqp.connection import SupervisedConnection
-from messaging.transport.amqp.errors import CONNECTION_LOST
-from messaging.transport.amqp.inspect import BrokerInspector, QueueInfo
-from messaging.transport.base import ConnectionHealth, Delivery, Properties
+from messaging.backoff import RetryPolicy
+from messaging.config import RabbitMQConfig
+from messaging.transport.amqp.manager import ChannelManager
+from messaging.transport.base import (
+    Channel,
+    Connection,
+    ConnectionHealth,
+    ConnectionLost,
+    Delivery,
+    DeliveryCallback,
+    InlineCallback,
+    Inspector,
+    MessageProperties,
+    Properties,
+    QueueInfo,
+)
+
+
+def open_connection(config: RabbitMQConfig, policy: RetryPolicy, purpose: str) -> Connection:
+    """A connection to the broker ``config`` names, for one ``purpose`` (publish, consume).
+
+    It connects on first use (or :meth:`~messaging.transport.base.Connection.connect`).
+    """
+    return ChannelManager.open(config, policy, purpose)
+
 
 __all__ = [
-    "CONNECTION_LOST",
-    "BrokerInspector",
+    "Channel",
     "ChannelManager",
+    "Connection",
     "ConnectionHealth",
+    "ConnectionLost",
     "Delivery",
-    "ManagedChannel",
+    "DeliveryCallback",
+    "InlineCallback",
+    "Inspector",
+    "MessageProperties",
     "Properties",
     "QueueInfo",
-    "SupervisedConnection",
-    "declare_topology",
+    "open_connection",
 ]

@@ -10,6 +10,10 @@ channel, where the tag would mean another message or close the channel.
 Declarations go through :func:`declare_topology` on a throwaway channel, so
 that a refused declaration (which makes the broker close the channel) never
 costs a working channel, and a failure half-way removes what it had created.
+
+A :class:`ManagedChannel` is the AMQP :class:`~messaging.transport.base.Channel`;
+its deliveries are :class:`AmqpDelivery` objects, which hold the client's own
+body and properties (nothing is copied).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,6 +29,7 @@ import aiormq
 import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
+from pamqp import commands as spec
 
 from messaging.errors import (
     ClosedError,
@@ -35,43 +40,61 @@ from messaging.errors import (
 )
 from messaging.topology import Topology
 from messaging.transport.amqp.connection import SupervisedConnection
-from messaging.transport.amqp.errors import (
-    CONNECTION_LOST,
-    ConnectionLostError,
-    translate_publish_error,
-    translate_topology_error,
+from messaging.transport.amqp.errors import CONNECTION_LOST, REFUSED, translate
+from messaging.transport.amqp.inline import InlineConsumer, dispatch_inline
+from messaging.transport.amqp.properties import amqp_properties
+from messaging.transport.base import (
+    ConnectionLost,
+    DeliveryCallback,
+    InlineCallback,
+    MessageProperties,
+    ReopenListener,
 )
-from messaging.transport.amqp.inline import InlineCallback, InlineConsumer, dispatch_inline
-from messaging.transport.base import Delivery, Properties
 
 log = logging.getLogger("messaging.channel")
-
-# The broker refused the publish (returned, nacked, or closed the channel for
-# it): sending it again would be refused again.
-_REFUSED = (
-    amqp_errors.DeliveryError,
-    amqp_errors.ChannelNotFoundEntity,
-    amqp_errors.ChannelAccessRefused,
-    amqp_errors.ChannelPreconditionFailed,
-    amqp_errors.ChannelLockedResource,
-)
 
 # What aio-pika raises when asked for a channel on a connection that is dead.
 _UNUSABLE: tuple[type[BaseException], ...] = (RuntimeError, *CONNECTION_LOST)
 
-DeliveryCallback = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
-# A callback that must not block (queues the delivery, completes a future): it
-# is called on the channel's reader, in order, without a Task per delivery.
-__all__ = ["DeliveryCallback", "InlineCallback"]
-ReopenListener = Callable[[int], Awaitable[None]]
+
+class AmqpDelivery:
+    """A delivery as :class:`~messaging.transport.base.Delivery`: the client's body
+    and properties objects, and the frame's fields read once."""
+
+    __slots__ = (
+        "body",
+        "delivery_tag",
+        "exchange",
+        "generation",
+        "properties",
+        "redelivered",
+        "routing_key",
+    )
+
+    def __init__(self, message: DeliveredMessage, generation: int) -> None:
+        frame: Any = message.delivery
+        self.body: bytes = message.body
+        self.properties: MessageProperties = message.header.properties
+        self.delivery_tag: int = frame.delivery_tag
+        self.redelivered: bool = bool(frame.redelivered)
+        self.exchange: str = frame.exchange or ""
+        self.routing_key: str = frame.routing_key or ""
+        self.generation = generation
+
+    def __repr__(self) -> str:
+        return (
+            f"<AmqpDelivery tag={self.delivery_tag} gen={self.generation} "
+            f"{self.exchange!r}/{self.routing_key!r} message_id={self.properties.message_id!r}>"
+        )
 
 
 @dataclass
 class _Consumer:
     queue: str
-    callback: DeliveryCallback
+    callback: DeliveryCallback | InlineCallback
     exclusive: bool
     no_ack: bool
+    inline: bool = False
     tag: str | None = None
 
 
@@ -102,6 +125,7 @@ class ManagedChannel:
         self._lock: asyncio.Lock | None = None
         self._closed = False
         self._settling: set[asyncio.Future[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         connection.on_reconnect(self._restore)
 
     def on_reopen(self, listener: ReopenListener) -> None:
@@ -132,7 +156,7 @@ class ManagedChannel:
                     await self._open()
             except TimeoutError as exc:
                 self.connection.lost(exc)
-                raise ConnectionLostError(
+                raise ConnectionLost(
                     f"opening the {self.purpose} channel timed out; reconnecting"
                 ) from exc
         assert self._raw is not None
@@ -147,7 +171,7 @@ class ManagedChannel:
         except _UNUSABLE as exc:
             # The connection died before its close callback told us.
             self.connection.lost(exc)
-            raise ConnectionLostError(f"the {self.connection.purpose} connection is gone") from exc
+            raise ConnectionLost(f"the {self.connection.purpose} connection is gone") from exc
         if self.prefetch is not None:
             await channel.set_qos(prefetch_count=self.prefetch)
         raw = await channel.get_underlay_channel()
@@ -207,8 +231,13 @@ class ManagedChannel:
 
     async def declare(self, topology: Topology) -> None:
         """Declare ``topology`` now, and again on every channel this one becomes."""
-        connection = await self.connection.get()
-        await declare_topology(connection, topology)
+        try:
+            connection = await self.connection.get()
+            await declare_topology(connection, topology)
+        except (MessagingError, ConnectionLost):
+            raise
+        except CONNECTION_LOST as exc:
+            raise ConnectionLost(f"{self.purpose}: lost while declaring: {exc!r}") from exc
         self._topologies.append(topology)
 
     async def verify(self, topology: Topology) -> None:
@@ -253,14 +282,18 @@ class ManagedChannel:
         Task per delivery a coroutine callback costs (:mod:`.inline`).
         """
         key = f"{self.purpose}-{queue}-{len(self._consumers)}-{id(callback):x}"
-        on_message: DeliveryCallback
-        if inline:
-            on_message = InlineConsumer(cast(InlineCallback, callback))
-        else:
-            on_message = cast(DeliveryCallback, callback)
-        consumer = _Consumer(queue=queue, callback=on_message, exclusive=exclusive, no_ack=no_ack)
-        raw = await self.raw()
-        consumer.tag = await self._basic_consume(raw, key, consumer)
+        consumer = _Consumer(
+            queue=queue, callback=callback, exclusive=exclusive, no_ack=no_ack, inline=inline
+        )
+        try:
+            raw = await self.raw()
+            consumer.tag = await self._basic_consume(raw, key, consumer)
+        except (MessagingError, ConnectionLost):
+            raise
+        except REFUSED as exc:
+            raise translate(exc, "declare") from exc
+        except CONNECTION_LOST as exc:
+            raise ConnectionLost(f"{self.purpose}: lost while consuming: {exc!r}") from exc
         self._consumers[key] = consumer
         return key
 
@@ -269,20 +302,56 @@ class ManagedChannel:
     ) -> str:
         ok = await raw.basic_consume(
             consumer.queue,
-            consumer.callback,
+            self._client_callback(consumer),
             exclusive=consumer.exclusive,
             no_ack=consumer.no_ack,
             consumer_tag=key,
         )
         return str(ok.consumer_tag)
 
-    def generation_of(self, delivery: Delivery) -> int:
-        """The generation of the channel ``delivery`` came on; -1 if that channel is gone.
+    def _generation_of(self, message: DeliveredMessage) -> int:
+        """The generation of the channel ``message`` came on, read as it is handed over:
+        a delivery from just before a reopen is never taken for one of the new channel."""
+        return self.generation if message.channel is self._raw else -1
 
-        Read from the delivery itself, not from "now": a delivery handed over
-        just before a reopen must never be taken for one of the new channel.
-        """
-        return self.generation if delivery.channel is self._raw else -1
+    def _client_callback(self, consumer: _Consumer) -> Any:
+        """What the client calls per delivery: our callback, given an :class:`AmqpDelivery`."""
+        if consumer.inline:
+            plain = cast(InlineCallback, consumer.callback)
+
+            def hand_over(message: DeliveredMessage) -> None:
+                plain(AmqpDelivery(message, self._generation_of(message)))
+
+            return InlineConsumer(hand_over)
+        callback = cast(DeliveryCallback, consumer.callback)
+
+        def deliver(message: DeliveredMessage) -> Coroutine[Any, Any, None]:
+            # The client runs what this returns as a Task of its own.
+            return callback(AmqpDelivery(message, self._generation_of(message)))
+
+        return deliver
+
+
+    async def get(self, queue: str) -> AmqpDelivery | None:
+        """One message of ``queue``, unacked (basic.get), or None when it is empty."""
+        raw = await self.raw()
+        try:
+            message = await raw.basic_get(queue, no_ack=False)
+        except CONNECTION_LOST as exc:
+            raise translate(exc, "inspect") from exc
+        if not isinstance(message.delivery, spec.Basic.GetOk):
+            return None
+        return AmqpDelivery(message, self.generation if raw is self._raw else -1)
+
+    async def bind_temporary_queue(self, exchange: str, routing_key: str) -> str:
+        raw = await self.raw()
+        try:
+            declared = await raw.queue_declare("", exclusive=True, auto_delete=True)
+            queue = str(declared.queue)
+            await raw.queue_bind(queue, exchange, routing_key=routing_key)
+        except CONNECTION_LOST as exc:
+            raise translate(exc, "declare") from exc
+        return queue
 
     async def _on_consumer_cancelled(self, frame: Any) -> None:
         """The broker cancelled one of our consumers (its queue was deleted, say).
@@ -303,8 +372,8 @@ class ManagedChannel:
             consumer.queue,
         )
         task = asyncio.get_running_loop().create_task(self._reconsume(key))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _reconsume(self, key: str) -> None:
         await asyncio.sleep(1.0)
@@ -353,7 +422,7 @@ class ManagedChannel:
         body: bytes,
         exchange: str,
         routing_key: str,
-        properties: Properties,
+        properties: MessageProperties,
         *,
         mandatory: bool,
         timeout: float,
@@ -363,25 +432,24 @@ class ManagedChannel:
         Raises :class:`~messaging.errors.UnroutableMessageError`,
         :class:`~messaging.errors.PublishNackedError` or
         :class:`~messaging.errors.PublishError` when the broker refuses it, and
-        lets ``TimeoutError`` and the :data:`CONNECTION_LOST` errors through:
-        those leave the outcome open, and the caller decides whether to send
-        again.
+        ``TimeoutError`` or :class:`~messaging.transport.base.ConnectionLost`
+        when the outcome is open: the caller decides whether to send again.
         """
-        raw = await self.raw(timeout=timeout)
         try:
+            raw = await self.raw(timeout=timeout)
             await raw.basic_publish(
                 body,
                 exchange=exchange,
                 routing_key=routing_key,
-                properties=properties,
+                properties=amqp_properties(properties),
                 mandatory=mandatory,
                 timeout=timeout,
             )
-        except _REFUSED as exc:
-            raise translate_publish_error(exc, exchange, routing_key) from exc
+        except REFUSED as exc:
+            raise translate(exc, "publish", exchange=exchange, routing_key=routing_key) from exc
         except amqp_errors.ConnectionFrameError as exc:
             if "frame_too_large" not in str(exc):
-                raise
+                raise ConnectionLost(f"{self.purpose}: {exc!r}") from exc
             # Sending it again would close the next connection the same way.
             raise InvalidMessageError(
                 f"the broker closed the connection because the message's content header "
@@ -389,6 +457,10 @@ class ManagedChannel:
                 f"({self.connection.frame_max} octets); it was not stored. Send less in "
                 f"headers (the body may be any size)"
             ) from exc
+        except (TimeoutError, MessagingError, ConnectionLost):
+            raise
+        except CONNECTION_LOST as exc:
+            raise ConnectionLost(f"{self.purpose}: {exc!r}") from exc
 
     # -- acknowledging -----------------------------------------------------
 
@@ -399,6 +471,15 @@ class ManagedChannel:
             return False
         # wait=False: queue the frame and return; the broker sends no reply to ack.
         self._track(raw.basic_ack(delivery_tag, multiple=multiple, wait=False))
+        return True
+
+    def nack(
+        self, delivery_tag: int, generation: int, *, multiple: bool = False, requeue: bool = True
+    ) -> bool:
+        raw = self._raw
+        if generation != self.generation or raw is None or raw.is_closed:
+            return False
+        self._track(raw.basic_nack(delivery_tag, multiple=multiple, requeue=requeue, wait=False))
         return True
 
     def reject(self, delivery_tag: int, generation: int, *, requeue: bool) -> bool:
@@ -421,8 +502,11 @@ class ManagedChannel:
             log.debug("%s: settle not sent: %r", self.purpose, task.exception())
 
     async def close(self) -> None:
+        """Close for good, after the acks and nacks already queued were written."""
         self._closed = True
         self.connection.remove_listener(self._restore)
+        if self._settling:
+            await asyncio.wait(set(self._settling), timeout=1.0)
         channel, self._channel, self._raw = self._channel, None, None
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(*CONNECTION_LOST):
@@ -442,7 +526,7 @@ async def declare_topology(connection: AbstractConnection, topology: Topology) -
     try:
         await _declare(channel, topology)
     except Exception as exc:
-        error = translate_topology_error(exc)
+        error = translate(exc, "declare")
         if isinstance(error, TopologyMismatchError):
             error = await _explain_type_mismatch(connection, topology, error)
         await _remove_created(connection, topology, existing)
@@ -550,41 +634,4 @@ async def _remove_created(
         log.warning("could not remove the partly declared topology: %r", exc)
     finally:
         if not channel.is_closed:
-            await channel.close()
-
-
-class ChannelManager:
-    """Hands out :class:`ManagedChannel` s on one connection and closes them together."""
-
-    def __init__(self, connection: SupervisedConnection) -> None:
-        self.connection = connection
-        self._channels: list[ManagedChannel] = []
-
-    def channel(
-        self,
-        purpose: str,
-        *,
-        confirms: bool = False,
-        prefetch: int | None = None,
-        probe: bool = False,
-    ) -> ManagedChannel:
-        """A new managed channel; it opens on first use. ``probe``: for passive declares."""
-        channel = ManagedChannel(
-            self.connection, purpose, confirms=confirms, prefetch=prefetch, probe=probe
-        )
-        self._channels.append(channel)
-        return channel
-
-    async def release(self, channel: ManagedChannel) -> None:
-        if channel in self._channels:
-            self._channels.remove(channel)
-        await channel.close()
-
-    @property
-    def channels(self) -> tuple[ManagedChannel, ...]:
-        return tuple(self._channels)
-
-    async def close(self) -> None:
-        channels, self._channels = self._channels, []
-        for channel in channels:
             await channel.close()

@@ -36,7 +36,7 @@ from messaging.errors import (
     ClosedError,
     ConnectionFailedError,
 )
-from messaging.transport.amqp.errors import translate_connect_error
+from messaging.transport.amqp.errors import translate
 from messaging.transport.amqp.frames import DEFAULT_FRAME_MAX
 from messaging.transport.amqp.tls import client_context
 from messaging.transport.base import ConnectionHealth
@@ -245,14 +245,14 @@ class SupervisedConnection:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # we are being cancelled: not a connect failure
-            error = translate_connect_error(exc, cfg, node)
+            error = translate(exc, "connect", config=cfg, node=node)
             self._last_error = str(error)
             raise error from exc
         except _CONNECT_FAILURES as exc:
             # aio-pika lets more than AMQP and socket errors out of a handshake
             # the peer cuts short (StopAsyncIteration, RuntimeError, EOFError):
             # all of them mean "could not connect", and are retried.
-            error = translate_connect_error(exc, cfg, node)
+            error = translate(exc, "connect", config=cfg, node=node)
             self._last_error = str(error)
             raise error from exc
         self._connection = connection

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pamqp.header import ContentHeader
 
-from messaging.transport.base import Properties
+from messaging.transport.amqp.properties import amqp_properties
+from messaging.transport.base import MessageProperties
 
 DEFAULT_FRAME_MAX = 131072
 """RabbitMQ's default ``frame_max``: what is assumed before a connection has negotiated."""
@@ -19,11 +20,12 @@ FRAME_OVERHEAD = 8
 """Frame type (1), channel (2), payload size (4) and the end octet (1)."""
 
 
-def header_frame_size(properties: Properties, body_size: int) -> int:
+def header_frame_size(properties: MessageProperties, body_size: int) -> int:
     """Octets of the content header frame that would carry ``properties``."""
-    return len(ContentHeader(0, body_size, properties).marshal()) + FRAME_OVERHEAD
+    header = ContentHeader(0, body_size, amqp_properties(properties))
+    return len(header.marshal()) + FRAME_OVERHEAD
 
 
-def fits(properties: Properties, body_size: int, frame_max: int) -> bool:
+def fits(properties: MessageProperties, body_size: int, frame_max: int) -> bool:
     """True when the content header fits in one frame (``frame_max`` 0: no limit)."""
     return frame_max <= 0 or header_frame_size(properties, body_size) <= frame_max

@@ -9,24 +9,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Protocol
 
 import aiormq.exceptions as amqp_errors
 
-from messaging.errors import ConnectionFailedError
-from messaging.transport.amqp.channels import ChannelManager, ManagedChannel
-from messaging.transport.amqp.errors import CONNECTION_LOST, translate_topology_error
+from messaging.transport.amqp.channels import ManagedChannel
+from messaging.transport.amqp.errors import CONNECTION_LOST, translate
+from messaging.transport.base import QueueInfo
 
 
-@dataclass(frozen=True)
-class QueueInfo:
-    name: str
-    messages: int
-    consumers: int
+class _Channels(Protocol):
+    def channel(self, purpose: str, *, probe: bool = ...) -> ManagedChannel: ...
+
+    async def release(self, channel: ManagedChannel) -> None: ...
 
 
 class BrokerInspector:
-    def __init__(self, manager: ChannelManager, purpose: str = "inspect") -> None:
+    """The AMQP :class:`~messaging.transport.base.Inspector`."""
+
+    def __init__(self, manager: _Channels, purpose: str = "inspect") -> None:
         self._manager = manager
         self._purpose = purpose
         self._channel: ManagedChannel | None = None
@@ -87,6 +88,4 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except CONNECTION_LOST as exc:
-        if isinstance(exc, amqp_errors.ChannelClosed):
-            raise translate_topology_error(exc) from exc
-        raise ConnectionFailedError(f"lost the connection to the broker: {exc!r}") from exc
+        raise translate(exc, "inspect") from exc

@@ -39,92 +39,12 @@ from pamqp import common
 from pamqp import decode as pamqp_decode
 from pamqp import encode as pamqp_encode
 
-from messaging.wiretext import printable
+from messaging.wiretext import ERRORS as _ERRORS
+from messaging.wiretext import RawTimestamp, printable
 
 _BYTE = struct.Struct(">B")
 _LONG = struct.Struct(">I")
 _LONGLONG = struct.Struct(">Q")
-_ERRORS = "surrogateescape"
-
-
-# -- values ------------------------------------------------------------------
-
-
-class RawTimestamp(int):
-    """An AMQP timestamp no ``datetime`` can hold (year 0 or past 9999), as its 64-bit value.
-
-    pamqp raises on those; here they decode to this, count as foreign, and
-    are written back as the same 64 bits.
-    """
-
-
-def is_foreign(value: object) -> bool:
-    """True when ``value`` came off the wire as something this bus does not accept.
-
-    That is a ``str`` holding escaped octets (a short string that is not
-    UTF-8), ``bytes`` (a long string that is not UTF-8, as pamqp decodes it),
-    or a :class:`RawTimestamp`.
-    """
-    if isinstance(value, bytes | bytearray | RawTimestamp):
-        return True
-    if not isinstance(value, str) or value.isascii():
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def octets_of(value: str | bytes) -> bytes:
-    """The octets a decoded short or long string arrived as."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    return value.encode("utf-8", _ERRORS)
-
-
-def foreign_fields(properties: Any) -> list[str]:
-    """Names of the properties and header keys of a message that are not UTF-8.
-
-    ``properties`` is a pamqp ``Basic.Properties``; header keys are named
-    ``headers[<key>]`` (printable), nested tables included.
-    """
-    found = [
-        name
-        for name in _SHORT_STRING_PROPERTIES
-        if isinstance(getattr(properties, name, None), str)
-        and is_foreign(getattr(properties, name))
-    ]
-    if isinstance(getattr(properties, "timestamp", None), RawTimestamp):
-        found.append("timestamp")
-    headers = getattr(properties, "headers", None)
-    if isinstance(headers, Mapping):
-        found.extend(_foreign_keys(headers, "headers"))
-    return found
-
-
-def _foreign_keys(table: Mapping[str, Any], where: str) -> list[str]:
-    found: list[str] = []
-    for key, value in table.items():
-        if is_foreign(key):
-            found.append(f"{where}[{printable(key)}]")
-        if isinstance(value, Mapping):
-            found.extend(_foreign_keys(value, f"{where}[{printable(key)}]"))
-    return found
-
-
-_SHORT_STRING_PROPERTIES = (
-    "content_type",
-    "content_encoding",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "message_type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
 
 
 # -- decoding ----------------------------------------------------------------
