@@ -45,7 +45,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(queue.app, name="queue")
 app.add_typer(proto.app, name="proto")
 app.command("asyncapi", help=asyncapi.HELP)(asyncapi.asyncapi)
-app.command("run", help=run_cmd.__doc__)(run_cmd.run)
+app.command("run", help=run_cmd.HELP)(run_cmd.run)
 app.command("demo")(demo)
 
 

@@ -66,7 +66,8 @@ UrlOption = Annotated[
     str | None,
     typer.Option(
         "--url",
-        help="The broker, as RABBITMQ__URL takes it: amqp[s]://user:password@host:port/vhost, "
+        help="The broker, as RABBITMQ__URL takes it: amqp:// or amqps://user:password@host:port"
+        "/vhost, "
         "or several comma-separated (cluster nodes, tried in order). Wins over RABBITMQ__*. "
         "A password here shows in `ps`: prefer RABBITMQ__URL or RABBITMQ__PASSWORD.",
         callback=choose_url,

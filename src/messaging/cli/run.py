@@ -157,6 +157,22 @@ class Supervisor:
         log.info("stopped; %d restart(s) in this run", restarts)
 
 
+HELP = """\
+Run an agent as a service: N worker processes, logging, health, restarts.
+
+TARGET is package.module:AgentClass, importable from here: an agent or
+subscriber class (sync or asyncio) taking the connection pool as its one
+required argument, or a function taking a ConnectionPool and returning an
+agent. The workers are competing consumers on the agent's queue; each
+configures logging from MONITORING__LOG_LEVEL/FORMAT and, with --health-port P
+(or MONITORING__HTTP_PORT), serves /healthz, /readyz and /metrics on P+i-1. A
+worker that dies is restarted after a pause doubling from 0.5 s to 30 s. One
+that cannot start (exit 2) stops the run. SIGTERM or Ctrl-C stops every worker
+after its message in hand (killed after --stop-timeout). With several workers,
+set STORE__REDIS_URL so they share workflow context and seen message ids.
+"""
+
+
 def describe_exit(code: int) -> str:
     if code < 0:
         return f"signal {signal.Signals(-code).name}"

@@ -19,9 +19,11 @@ from messaging.cli._stats import QueueStats, Snapshot, open_stats, take
 from messaging.cli.status import ManagementOption
 
 HELP = """\
-A live view of the agents' queues: ready and unacked messages, consumers,
-publish and deliver rates (messages per second), and DLQ depth. Refreshes
-every --interval seconds until Ctrl-C; works in any terminal, over SSH too.
+A live view of the agents' queues, refreshed every second until Ctrl-C.
+
+Ready and unacked messages, consumers, publish and deliver rates (messages
+per second), and DLQ depth, redrawn every --interval seconds; works in any
+terminal, over SSH too.
 
 Without --queue it shows every queue with a <queue>.dlq beside it (the bus's
 work queues). Numbers come from the management API when it answers (at
