@@ -76,6 +76,7 @@ class LedgerSubscriber(EventSubscriber):
         queue: str,
         prefetch_count: int = 1,
         handler_delay: float = 0.0,
+        **options: Any,
     ) -> None:
         self.ledger = ledger
         self.handler_delay = handler_delay
@@ -90,6 +91,7 @@ class LedgerSubscriber(EventSubscriber):
             queue_name=queue,
             routing_keys=["work.#"],
             prefetch_count=prefetch_count,
+            **options,
         )
 
     def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
