@@ -148,7 +148,12 @@ class PublishError(MessagingError):
 
 
 class PublishNackedError(PublishError):
-    """The broker negatively acknowledged the message; it was not stored."""
+    """The broker negatively acknowledged the message: it did not take responsibility.
+
+    Publish it again. Usually nothing was stored, but a quorum queue whose
+    leader is failing over may nack a message that it then delivers (seen on
+    the cluster tests' kill -9 scenario), so a re-publish can make a duplicate.
+    """
 
 
 class UnroutableMessageError(PublishError):

@@ -231,6 +231,9 @@ def test_killing_the_quorum_leader_loses_nothing_confirmed(rig: ClusterRig) -> N
     wait_rejoined(rig.nodes)
     feeder.stop()
     feeder.join(60)
+    # Publishes nacked while the queue elected a new leader may still have been
+    # enqueued (measured: some were delivered): a nack here is an unknown outcome.
+    print(f"{ledger.nacks_uncertain()} nacked publish(es) counted as uncertain")
     result = finish(rig, ledger, sub)
     assert result.confirmed > 300
     assert feeder.unexpected == []

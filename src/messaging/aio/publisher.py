@@ -382,6 +382,10 @@ class AsyncEventPublisher:
                     error,
                     properties.correlation_id,
                 )
+                if isinstance(error, PublishNackedError):
+                    # The caller publishes again: let that go out on a fresh
+                    # channel, in case this one is stuck nacking (see replace()).
+                    await self._channel.replace("the broker nacked a publish on it")
                 raise
             except MessagingError:
                 # No channel to send on (the retry policy is spent, or we were

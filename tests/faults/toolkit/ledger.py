@@ -184,6 +184,19 @@ class Ledger:
                 self._uncertain.add(msg_id)
                 self._failed.pop(msg_id, None)
 
+    def nacks_uncertain(self) -> int:
+        """Turn every id that failed with a broker nack into U; returns how many.
+
+        For quorum queues changing leader: RabbitMQ may nack a message it
+        still enqueues, so a nack there says "maybe", not "not stored".
+        """
+        with self._lock:
+            nacked = [m for m, why in self._failed.items() if "PublishNackedError" in why]
+            for msg_id in nacked:
+                del self._failed[msg_id]
+                self._uncertain.add(msg_id)
+            return len(nacked)
+
     def mark_in_flight_uncertain(self) -> int:
         """Turn every published id with no outcome yet into U (call at a fault)."""
         with self._lock:

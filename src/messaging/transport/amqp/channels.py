@@ -199,6 +199,21 @@ class ManagedChannel:
             for listener in list(self._listeners):
                 await listener(self.generation)
 
+    async def replace(self, why: str) -> None:
+        """Close the current channel so that the next use opens a fresh one.
+
+        For a channel that went bad without closing: after a quorum queue's
+        leader fails over, RabbitMQ 3.10 can keep nacking every publish on a
+        channel that published during the election, while a new channel
+        publishes fine (measured on the cluster tests' kill -9 scenario).
+        """
+        channel, self._channel, self._raw = self._channel, None, None
+        if channel is None or self._closed:
+            return
+        log.warning("%s channel replaced: %s", self.purpose, why)
+        with contextlib.suppress(*CONNECTION_LOST):
+            await channel.close()
+
     def _on_channel_closed(self, sender: Any, exc: BaseException | None = None) -> None:
         if sender is not self._channel or self._closed:
             return

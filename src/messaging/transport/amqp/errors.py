@@ -216,8 +216,9 @@ def _publish_error(
         frame = getattr(exc, "frame", None)
         if isinstance(frame, spec.Basic.Nack) or frame is None:
             return PublishNackedError(
-                f"the broker nacked the message to {exchange!r}/{routing_key!r}: it was not "
-                f"stored; publish it again"
+                f"the broker nacked the message to {exchange!r}/{routing_key!r}: it did not "
+                f"take responsibility for it; publish it again (a quorum queue changing "
+                f"leader can nack a message it still delivers: expect a duplicate then)"
             )
     if code == 404:
         return PublishError(
