@@ -160,3 +160,18 @@ def test_unknown_queue_type_names_the_variable(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("RABBITMQ__QUEUE_TYPE", "stream")
     with pytest.raises(ConfigurationError, match="RABBITMQ__QUEUE_TYPE='stream'"):
         load_config()
+
+
+def test_a_queue_type_mismatch_explains_itself_and_points_to_the_recipe() -> None:
+    from messaging.errors import MIGRATION_RECIPE, TopologyMismatchError
+
+    error = TopologyMismatchError(
+        "queue",
+        "orders",
+        {"x-queue-type": ("the value 'quorum' of type 'longstr'", "none")},
+        "PRECONDITION_FAILED",
+    )
+    text = str(error)
+    assert "exists as a classic queue and cannot be declared as a quorum queue" in text
+    assert "queue_type='classic'" in text
+    assert MIGRATION_RECIPE in text

@@ -79,7 +79,7 @@ class AgentCore:
         )
         # None: STORE__REDIS_URL decides (Redis, shared by replicas), else process memory.
         self.contexts: ContextStore = (
-            context_store if context_store is not None else context_store_from_config()
+            context_store if context_store is not None else context_store_from_config(agent_name)
         )
         self.context_ttl = context_ttl
         self._routing_key_map = routing_key_map

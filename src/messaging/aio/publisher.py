@@ -387,9 +387,18 @@ class AsyncEventPublisher:
                     # channel, in case this one is stuck nacking (see replace()).
                     await self._channel.replace("the broker nacked a publish on it")
                 raise
-            except MessagingError:
+            except MessagingError as error:
                 # No channel to send on (the retry policy is spent, or we were
-                # closed): nothing went out, so this is a plain failure.
+                # closed). Nothing went out on this attempt; but an earlier one,
+                # cut off in flight, may have reached the broker: then the
+                # outcome is unknown, not a failure.
+                if attempt > 1 and not isinstance(error, ClosedError):
+                    raise PublishTimeoutError(
+                        f"message {properties.message_id} (correlation_id="
+                        f"{properties.correlation_id}) was in flight when the connection "
+                        f"dropped, and could not be sent again ({error}); it may or may not "
+                        f"have been stored"
+                    ) from error
                 raise
             except ConnectionLost as exc:
                 # In flight when the connection or channel went: no confirm

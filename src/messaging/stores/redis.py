@@ -93,12 +93,35 @@ class _RedisStore:
 class RedisContextStore(_RedisStore):
     """A :class:`~messaging.context.ContextStore` in Redis, shared by an agent's replicas.
 
-    Each context is one JSON value under ``<key_prefix>:context:<correlation_id>``
-    with the TTL it was stored with; :meth:`pop` reads and deletes it in one
-    step (``GETDEL``), so exactly one replica gets it.
+    Each context is one JSON value under
+    ``<key_prefix>:context:<namespace>:<correlation_id>`` with the TTL it was
+    stored with; :meth:`pop` reads and deletes it in one step (``GETDEL``), so
+    exactly one replica gets it. ``namespace`` is the agent's name: a workflow
+    keeps one correlation id across agents, so without it the agent that
+    receives a request would take the context its sender stored for the answer.
     """
 
     kind = "workflow context"
+
+    def __init__(
+        self,
+        url: str | SecretStr = DEFAULT_REDIS_URL,
+        *,
+        namespace: str,
+        key_prefix: str = "chimera",
+        timeout: float = 2.0,
+        client: redis_lib.Redis | None = None,
+    ) -> None:
+        if not namespace:
+            raise ConfigurationError(
+                "namespace must name the agent (one context space per agent): a workflow's "
+                "correlation id is the same in every agent it passes through"
+            )
+        super().__init__(url, key_prefix=key_prefix, timeout=timeout, client=client)
+        self.namespace = namespace
+
+    def _context_key(self, correlation_id: str) -> str:
+        return self._key("context", f"{self.namespace}:{correlation_id}")
 
     def put(self, correlation_id: str, context: Context, ttl: float) -> None:
         try:
@@ -109,13 +132,13 @@ class RedisContextStore(_RedisStore):
                 f"JSON (dicts, lists, strings, numbers, booleans, None): {exc}"
             ) from None
         try:
-            self._redis.set(self._key("context", correlation_id), value, px=max(1, int(ttl * 1000)))
+            self._redis.set(self._context_key(correlation_id), value, px=max(1, int(ttl * 1000)))
         except self._errors as exc:
             raise self._failed(f"storing the context of {correlation_id}", exc) from exc
 
     def pop(self, correlation_id: str) -> Context | None:
         try:
-            raw: Any = self._redis.getdel(self._key("context", correlation_id))
+            raw: Any = self._redis.getdel(self._context_key(correlation_id))
         except self._errors as exc:
             raise self._failed(f"reading the context of {correlation_id}", exc) from exc
         if raw is None:
@@ -126,7 +149,12 @@ class RedisContextStore(_RedisStore):
 
 class RedisDeduplicator(_RedisStore):
     """``@idempotent``'s memory in Redis: a message id handled by one replica is
-    skipped by all of them for ``ttl`` seconds."""
+    skipped by all of them for ``ttl`` seconds.
+
+    Ids live under ``<key_prefix>:seen:<namespace>:<message_id>``; ``namespace``
+    is the agent's name, because one event routed to two agents carries one
+    message id and each must handle it once.
+    """
 
     kind = "memory of handled message ids"
 
@@ -134,6 +162,7 @@ class RedisDeduplicator(_RedisStore):
         self,
         url: str | SecretStr = DEFAULT_REDIS_URL,
         *,
+        namespace: str,
         ttl: float = 3600.0,
         key_prefix: str = "chimera",
         timeout: float = 2.0,
@@ -141,18 +170,26 @@ class RedisDeduplicator(_RedisStore):
     ) -> None:
         if ttl <= 0:
             raise ConfigurationError(f"ttl must be > 0 seconds, got {ttl!r}")
+        if not namespace:
+            raise ConfigurationError(
+                "namespace must name the agent: one event routed to two agents has one "
+                "message id, and each agent must handle it"
+            )
         super().__init__(url, key_prefix=key_prefix, timeout=timeout, client=client)
         self.ttl = ttl
+        self.namespace = namespace
 
     def seen(self, message_id: str) -> bool:
         try:
-            return bool(self._redis.exists(self._key("seen", message_id)))
+            return bool(self._redis.exists(self._key("seen", f"{self.namespace}:{message_id}")))
         except self._errors as exc:
             raise self._failed(f"checking message {message_id}", exc) from exc
 
     def remember(self, message_id: str) -> None:
         try:
-            self._redis.set(self._key("seen", message_id), b"1", px=max(1, int(self.ttl * 1000)))
+            self._redis.set(
+                self._key("seen", f"{self.namespace}:{message_id}"),
+                b"1", px=max(1, int(self.ttl * 1000)))
         except self._errors as exc:
             raise self._failed(f"remembering message {message_id}", exc) from exc
 
