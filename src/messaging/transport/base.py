@@ -288,6 +288,14 @@ class Channel(Protocol):
         """As :meth:`nack` for one message: without ``requeue`` the broker dead-letters it
         (to the queue's ``x-dead-letter-exchange``, with an ``x-death`` header)."""
 
+    async def replace(self, why: str) -> None:
+        """Drop the current channel so the next use opens a fresh one (a new generation).
+
+        The publisher calls it after a nack: RabbitMQ 3.10 can keep nacking every
+        publish on a channel that published while a quorum queue elected a new
+        leader. A transport whose channels cannot get stuck so may do nothing.
+        """
+
     async def close(self) -> None:
         """Close for good; unsettled deliveries go back to their queues."""
 
