@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import pika
 import pytest
 from pydantic import SecretStr
 
@@ -238,6 +239,18 @@ def test_existing_queue_with_other_arguments_is_a_clear_error(
         raw.channel.exchange_declare(exchange, passive=True)
 
 
+def exchange_exists(name: str) -> bool:
+    """A passive declare on a connection of its own (a 404 closes the channel)."""
+    checker = RawBroker()
+    try:
+        checker.channel.exchange_declare(name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        checker.close()
+    return True
+
+
 def test_a_channel_the_broker_closed_is_replaced_with_its_topology(
     pool: ConnectionPool, names: Names, raw: RawBroker
 ) -> None:
@@ -252,8 +265,11 @@ def test_a_channel_the_broker_closed_is_replaced_with_its_topology(
         raw.channel.exchange_delete(exchange)
         with pytest.raises(PublishError, match="does not exist"):
             publisher.publish(query("hits the 404"), "k")
+        # The new channel re-declares the exchange in the background; wait for it
+        # rather than race it (binding first fails with NOT_FOUND).
+        wait_for(lambda: exchange_exists(exchange), what="the exchange declared again")
         raw.channel.queue_declare(queue, durable=True)
-        raw.channel.queue_bind(queue, exchange, "k")  # only works if it was re-declared
+        raw.channel.queue_bind(queue, exchange, "k")
         publisher.publish(query("after"), "k")
         wait_for(lambda: raw.depth(queue) == 1, what="the message on the new channel")
     finally:
