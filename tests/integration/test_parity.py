@@ -20,6 +20,7 @@ from messaging._portal import Portal
 from messaging.aio import AsyncBaseAgent, AsyncConnectionPool, AsyncEventPublisher
 from messaging.config import RabbitMQConfig
 from messaging.generated import messages_pb2
+from messaging.topology import subscriber_topology
 from tests.conftest import Names, RawBroker
 from tests.integration.helpers import wait_for
 
@@ -28,6 +29,7 @@ Seen = list[tuple[ProtoMessage, str, dict[str, Any]]]
 
 class Harness(Protocol):
     seen: Seen
+    exchange: str
 
     def start_agent(self, queue: str, keys: Sequence[str], **options: Any) -> None: ...
 
@@ -183,12 +185,13 @@ def test_round_trip_properties_are_the_same(harness: Harness, names: Names) -> N
     assert props["context"] is None
 
 
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_request_reply_and_dead_letters_are_the_same(
-    harness: Harness, names: Names, raw: RawBroker
+    harness: Harness, names: Names, raw: RawBroker, queue_type: str
 ) -> None:
     queue = names.queue()
     names.queues.add(f"{queue}.retry.1")
-    harness.start_agent(queue, ["parity.request"], retry_delays=(0.2,))
+    harness.start_agent(queue, ["parity.request"], retry_delays=(0.2,), queue_type=queue_type)
     reply = harness.request(messages_pb2.MyRequest(text="ping"), "parity.request", 20)
     assert isinstance(reply, messages_pb2.MyResponse)
     assert reply.text == "PING"
@@ -274,3 +277,39 @@ def test_sync_handlers_never_run_on_the_io_thread(config: RabbitMQConfig, names:
     pool.close()
     assert threads == [worker]
     assert not Portal.get().in_io_thread()
+
+
+def test_a_quorum_queue_counts_redeliveries_in_the_broker_for_both_apis(
+    harness: Harness, names: Names, raw: RawBroker
+) -> None:
+    """A message redelivered under the limit reaches the handler once, as it is: the
+    broker's x-delivery-count, not a copy with the bus's own count."""
+    queue = names.queue()
+    # Declared as the agent will declare it, so the message can wait there first.
+    topology = subscriber_topology(
+        harness.exchange, queue, ["parity.request"], queue_type="quorum", delivery_limit=3
+    )
+    for exchange in topology.exchanges:
+        raw.channel.exchange_declare(exchange.name, exchange.type, durable=True)
+    for spec in topology.queues:
+        raw.channel.queue_declare(spec.name, durable=True, arguments=dict(spec.arguments))
+    for binding in topology.bindings:
+        raw.channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
+    body = messages_pb2.MyRequest(text="again").SerializeToString()
+    raw.publish(harness.exchange, "parity.request", body, type="chimera.v1.MyRequest")
+    taken: list[Any] = []
+
+    def take() -> bool:
+        method, _props, _body = raw.channel.basic_get(queue, auto_ack=False)
+        if method is not None:
+            taken.append(method)
+        return bool(taken)
+
+    wait_for(take, what="the message")
+    raw.channel.basic_reject(taken[0].delivery_tag, requeue=True)
+    harness.start_agent(queue, ["parity.request"], queue_type="quorum", max_redeliveries=3)
+    wait_for(lambda: len(harness.seen) == 1, what="the redelivered message")
+    _, _, props = harness.seen[0]
+    assert props["redelivered"] is True
+    assert props["headers"]["x-delivery-count"] == 1
+    assert h.REDELIVERIES not in props["headers"]
