@@ -255,3 +255,69 @@ def test_a_restarted_node_rejoins_and_serves_again(rig: ClusterRig) -> None:
     with ConnectionPool(config, max_retries=3, initial_retry_delay=0.2) as pool:
         pool.connect()
         assert pool.health().publishing.node == node.address
+
+
+def partition(node: Node, others: list[Node]) -> None:
+    """Cut ``node`` off from ``others`` at the Erlang distribution, on loopback only.
+
+    The node is given a wrong cookie for each peer (its cookie for the CLI is
+    untouched, so ``rabbitmqctl`` still reaches it) and dropped from them: no
+    handshake between them succeeds until :func:`heal`.
+    """
+    peers = ", ".join(f"'{other.nodename}'" for other in others)
+    node.ctl(
+        "eval",
+        f"[begin erlang:set_cookie(N, chimera_partitioned), erlang:disconnect_node(N) end "
+        f"|| N <- [{peers}]], ok.",
+    )
+
+
+def heal(node: Node, others: list[Node]) -> None:
+    peers = ", ".join(f"'{other.nodename}'" for other in others)
+    node.ctl(
+        "eval",
+        f"[begin erlang:set_cookie(N, erlang:get_cookie()), net_adm:ping(N) end "
+        f"|| N <- [{peers}]], ok.",
+    )
+
+
+def test_a_node_partitioned_away_pauses_and_clients_fail_over(rig: ClusterRig) -> None:
+    """pause_minority: the node cut off from the other two stops serving; clients that
+    were on it (it is listed first) move to the majority; after healing it rejoins."""
+    minority, majority = rig.nodes[2], rig.nodes[:2]
+    rig.nodes = [minority, *majority]  # connect to the node we will cut off
+    ledger = Ledger("cluster: one node partitioned away (pause_minority), healed")
+    sub = rig.subscriber(ledger)
+    publisher = rig.publisher()
+    publishing_pool = rig.pools[-1]
+    feeder = PublisherThread(
+        publisher, ledger, prefix="p", minimum=300, maximum=20000, batch=10, pause=0.01
+    ).start()
+    wait_for(lambda: sub.count >= 100, 30, "100 deliveries before the partition")
+    assert publishing_pool.health().publishing.node == minority.address
+    ledger.fault(f"{minority.name} partitioned from the other two")
+    try:
+        partition(minority, majority)
+        wait_for(lambda: not port_open(minority.port), 60, "the minority node to pause")
+        confirmed_at_fault = feeder.confirmed
+        wait_for(
+            lambda: (
+                publishing_pool.health().publishing.node in {n.address for n in majority}
+                and feeder.confirmed >= confirmed_at_fault + 50
+                and sub.is_consuming
+            ),
+            60,
+            "publishing confirmed on the majority and consuming again",
+        )
+        seconds = ledger.recovered()
+        print(f"recovered in {seconds:.2f}s on {publishing_pool.health().publishing.node}")
+    finally:
+        heal(minority, majority)
+    wait_for(lambda: port_open(minority.port), 90, "the healed node to serve again")
+    wait_rejoined(rig.nodes)
+    feeder.stop()
+    feeder.join(60)
+    print(f"{ledger.nacks_uncertain()} nacked publish(es) counted as uncertain")
+    result = finish(rig, ledger, sub)
+    assert result.confirmed > 300
+    assert feeder.unexpected == []
