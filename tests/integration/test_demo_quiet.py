@@ -18,7 +18,7 @@ def test_the_demo_on_rabbitmq_prints_only_its_own_lines() -> None:
     env = {k: v for k, v in os.environ.items() if k != "RABBITMQ__URL"}
     env.update(broker_env.environ())
     result = subprocess.run(
-        [sys.executable, "-m", "messaging.demo"],
+        [sys.executable, "-m", "messaging.demo", "--broker", "rabbitmq"],
         env=env,
         capture_output=True,
         text=True,

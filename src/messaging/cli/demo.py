@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 
@@ -30,6 +30,18 @@ def demo(
         ),
     ] = None,
     url: UrlOption = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            "--broker",
+            "-b",
+            help=(
+                "rabbitmq: agents as processes on the RabbitMQ of RABBITMQ__*; memory: agents "
+                "as threads on the in-process broker, no RabbitMQ needed (default: what "
+                "RABBITMQ__URL says, else rabbitmq)."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Run the query, data and analysis agents and a client asking questions, then exit.
 
@@ -43,11 +55,11 @@ def demo(
         if exc.name not in ("messaging.demo", "messaging.demo.pipeline"):
             raise
         fail("the demo is not installed in this version (no module messaging.demo.pipeline)")
+    if broker not in (None, "rabbitmq", "memory"):
+        fail(f"--broker must be rabbitmq or memory, not {broker!r}")
+    chosen = cast('Literal["rabbitmq", "memory"] | None', broker)
     with broker_url(url):
-        if exchange is None:
-            code = run_demo(questions or None)
-        else:
-            code = run_demo(questions or None, exchange=exchange)
+        code = run_demo(questions or None, exchange=exchange, broker=chosen)
     raise typer.Exit(code)
 
 

@@ -12,11 +12,18 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = ["run_demo"]
 
 
-def run_demo(questions: list[str] | None = None, *, exchange: str | None = None) -> int:
+def run_demo(
+    questions: list[str] | None = None,
+    *,
+    exchange: str | None = None,
+    broker: Literal["rabbitmq", "memory"] | None = None,
+) -> int:
     """See :func:`messaging.demo.pipeline.run_demo` (imported on first use)."""
     from messaging.demo.pipeline import run_demo as run
 
-    return run(questions, exchange=exchange)
+    return run(questions, exchange=exchange, broker=broker)

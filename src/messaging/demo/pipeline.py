@@ -23,12 +23,16 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Literal, TypeVar
+
+from pydantic import SecretStr
 
 from messaging import ConnectionPool, MessagingError, RabbitMQConfig, load_config
 from messaging.aio import AsyncConnectionPool
 from messaging.demo.agents import AnalysisAgent, DataAgent, DemoAgent, QueryAgent, demo_queue_name
 from messaging.demo.client import DEFAULT_QUESTIONS, Answer, AskClient, Printer
+from messaging.demo.inprocess import InProcessAgents
+from messaging.errors import ConfigurationError
 from messaging.topology import dlq_name, dlx_name
 from messaging.transport import Inspector
 
@@ -162,11 +166,21 @@ class AgentProcesses:
             self.out(name, line.rstrip("\n"))
 
 
-def run_demo(questions: list[str] | None = None, *, exchange: str | None = None) -> int:
+Broker = Literal["rabbitmq", "memory"]
+
+
+def run_demo(
+    questions: list[str] | None = None,
+    *,
+    exchange: str | None = None,
+    broker: Broker | None = None,
+) -> int:
     """Run the three-agent pipeline and ask ``questions``; 0 if every one was answered.
 
     ``exchange`` defaults to a fresh ``chimera.demo.<id>``, deleted at the end
     with the agents' queues. An exchange you name is left as it is.
+    ``broker="memory"`` (or ``RABBITMQ__URL=memory://``) runs the agents as
+    threads of this process on the in-process broker: no RabbitMQ needed.
     """
     asked = list(DEFAULT_QUESTIONS) if questions is None else list(questions)
     own_exchange = exchange is None
@@ -174,12 +188,25 @@ def run_demo(questions: list[str] | None = None, *, exchange: str | None = None)
     out = Printer()
     try:
         rabbitmq = load_config().rabbitmq
+        if broker == "memory" and rabbitmq.memory_broker is None:
+            rabbitmq = RabbitMQConfig(url=SecretStr("memory://"))
+        elif broker == "rabbitmq" and rabbitmq.memory_broker is not None:
+            raise ConfigurationError(
+                "--broker rabbitmq, but RABBITMQ__URL names the in-process broker "
+                f"({rabbitmq.safe_url()}); unset it or pick --broker memory"
+            )
     except MessagingError as exc:
         out("demo", f"error: {exc}")
         return 2
-    out("demo", f"exchange {exchange} on {rabbitmq.safe_url()}")
+    in_process = rabbitmq.memory_broker is not None
+    where = "the in-process broker" if in_process else "RabbitMQ"
+    out("demo", f"exchange {exchange} on {where} ({rabbitmq.safe_url()})")
     answers: list[Answer] = []
-    agents = AgentProcesses(exchange, out=out, rabbitmq=rabbitmq)
+    agents: AgentProcesses | InProcessAgents
+    if in_process:
+        agents = InProcessAgents(exchange, rabbitmq, agents=AGENTS, out=out)
+    else:
+        agents = AgentProcesses(exchange, out=out, rabbitmq=rabbitmq)
     try:
         with agents, ConnectionPool(rabbitmq) as pool:
             client = AskClient(pool, exchange)

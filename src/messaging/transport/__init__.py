@@ -29,6 +29,10 @@ def open_connection(config: RabbitMQConfig, policy: RetryPolicy, purpose: str) -
 
     It connects on first use (or :meth:`~messaging.transport.base.Connection.connect`).
     """
+    if config.memory_broker is not None:
+        from messaging.transport.memory.transport import MemoryConnection
+
+        return MemoryConnection(config, policy, purpose)
     return ChannelManager.open(config, policy, purpose)
 
 

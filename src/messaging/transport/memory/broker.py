@@ -312,9 +312,14 @@ class MemoryBroker:
 
     def _requeue(self, queue: Queue, items: Iterable[Queued]) -> None:
         """Put returned messages back where they were in the queue, marked redelivered."""
+        limit = queue.settings.delivery_limit
         for queued in sorted(items, key=lambda q: q.position, reverse=True):
             queued.redelivered = True
             queued.delivery_count += 1
+            if limit is not None and queued.delivery_count > limit:
+                # A quorum queue counts returns; past its limit the message dies.
+                self._dead_letter(queue, queued, "delivery_limit")
+                continue
             queue.ready_bytes += len(queued.message.body)
             if not queue.ready or queued.position < queue.ready[0].position:
                 queue.ready.appendleft(queued)
@@ -422,10 +427,6 @@ class MemoryBroker:
             if consumer is None:
                 break
             queued = self._pop(queue)
-            limit = queue.settings.delivery_limit
-            if limit is not None and queued.delivery_count > limit:
-                self._dead_letter(queue, queued, "delivery_limit")
-                continue
             consumer.channel._deliver(consumer, queue, queued)
             self._expire(queue)
         self._arm(queue)
