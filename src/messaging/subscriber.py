@@ -160,8 +160,8 @@ class EventSubscriber(ABC):
         self._stopping.clear()
         self._portal.call(self._start())
         self._running.set()
+        restore = self._install_signal_handlers()  # first: SIGTERM may come at once
         self._deadline.arm()
-        restore = self._install_signal_handlers()
         try:
             self._work()
         finally:

@@ -146,7 +146,6 @@ class AsyncEventSubscriber(ABC):
         await self.start()
         assert self._stopped is not None
         self._abandoned = 0
-        self._deadline.arm()
         loop = asyncio.get_running_loop()
         signals: list[signal.Signals] = []
         if threading.current_thread() is threading.main_thread():
@@ -154,6 +153,7 @@ class AsyncEventSubscriber(ABC):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, lambda: loop.create_task(self.stop()))
                     signals.append(sig)
+        self._deadline.arm()  # after the handlers: SIGTERM may come at once
         try:
             await self._stopped.wait()
         finally:
