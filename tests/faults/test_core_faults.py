@@ -260,6 +260,9 @@ class PublisherThread:
 
     ``batch`` > 1 publishes that many at once with ``publish_nowait`` and waits
     for their confirms; ``batch`` == 1 publishes one by one, timing each call.
+    With ``paced_by`` (a count of messages consumed), it stays at most
+    ``max_backlog`` ahead of the consumer, so a slow consumer on a loaded
+    machine cannot let it reach ``maximum`` (and stop) before the faults are over.
     """
 
     def __init__(
@@ -273,6 +276,8 @@ class PublisherThread:
         batch: int = 1,
         pause: float = 0.0,
         settle_timeout: float = 40.0,
+        paced_by: Callable[[], int] | None = None,
+        max_backlog: int = 500,
     ) -> None:
         self.publisher = publisher
         self.ledger = ledger
@@ -282,6 +287,8 @@ class PublisherThread:
         self.batch = batch
         self.pause = pause
         self.settle_timeout = settle_timeout
+        self.paced_by = paced_by
+        self.max_backlog = max_backlog
         self.published = 0
         self.confirmed = 0  # batch mode only
         self.durations: list[float] = []
@@ -308,9 +315,19 @@ class PublisherThread:
             return True
         return self._stop.is_set() and self.published >= self.minimum
 
+    def _too_far_ahead(self) -> bool:
+        return (
+            self.paced_by is not None
+            and self.published - self.paced_by() > self.max_backlog
+            and not self._stop.is_set()
+        )
+
     def _run(self) -> None:
         try:
             while not self._done():
+                if self._too_far_ahead():
+                    time.sleep(0.01)
+                    continue
                 if self.batch == 1:
                     msg_id = f"{self.prefix}-{self.published:05d}"
                     self.durations.append(
@@ -513,6 +530,7 @@ def test_broker_restart_mid_stream(harness: Harness, names: Names) -> None:
         batch=10,
         pause=0.02,
         settle_timeout=35,  # publish_timeout + 5
+        paced_by=lambda: sub.count,
     ).start()
 
     wait_for(lambda: sub.count >= 100, 30, "100 deliveries before the restart")

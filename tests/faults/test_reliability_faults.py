@@ -109,6 +109,7 @@ def test_both_connections_closed_repeatedly_while_publishing_and_consuming(
         batch=25,
         pause=0.03,
         settle_timeout=35,
+        paced_by=lambda: sub.count,
     ).start()
 
     def reconnected(n: int) -> bool:
@@ -345,6 +346,7 @@ def test_connections_cut_mid_stream_after_n_bytes_recover_without_loss(
         batch=10,
         pause=0.02,
         settle_timeout=35,
+        paced_by=lambda: sub.count,
     ).start()
 
     def reconnects() -> int:
