@@ -11,6 +11,7 @@ from messaging._portal import Portal
 from messaging._shutdown import DEFAULT_SHUTDOWN_TIMEOUT
 from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore, require_handler
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES
+from messaging.aio.failures import Republisher
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
 from messaging.context import Context, ContextStore
@@ -102,6 +103,10 @@ class BaseAgent(EventSubscriber):
     def send_only(self) -> bool:
         """True when built with ``routing_keys=[]``: publishes, never consumes."""
         return self.consumer.send_only
+
+    def _failure_publisher(self) -> Republisher | None:
+        # Failed messages are moved on the agent's own publisher: one per agent.
+        return self.agent.publisher
 
     def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
         """Routing key (or pattern) -> the protobuf class arriving with it.

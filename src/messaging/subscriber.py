@@ -3,11 +3,13 @@
 Deliveries arrive on the IO thread, which only queues them; the thread that
 called :meth:`EventSubscriber.start_consuming` decodes them and runs the
 handler, one at a time in delivery order, and hands each outcome back to the
-IO thread through a :class:`~messaging.aio.acks.Settler`.
+IO thread; :class:`~messaging.aio.pipeline.Pipeline` does the rest, as for the
+async subscriber.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import signal
@@ -22,8 +24,9 @@ from google.protobuf.message import Message as ProtoMessage
 from messaging._portal import Portal
 from messaging._shutdown import DEFAULT_SHUTDOWN_TIMEOUT, Watchdog, validate_shutdown_timeout
 from messaging.aio import hooks
-from messaging.aio.acks import Outcome, Settler
-from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
+from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer
+from messaging.aio.failures import Republisher
+from messaging.aio.pipeline import Pipeline
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
 from messaging.topology import Overflow, QueueType
@@ -103,8 +106,8 @@ class EventSubscriber(ABC):
             accepted_types=self.accepted_types,
         )
         self._portal = Portal.get()
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._settler = Settler(self.consumer, self._portal.loop)
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()  # deliveries, or _STOP
+        self._pipeline: Pipeline | None = None
         self._stopping = threading.Event()
         self._running = threading.Event()
         self._deadline = Watchdog(agent_name, self.shutdown_timeout)
@@ -172,7 +175,15 @@ class EventSubscriber(ABC):
             finally:
                 self._deadline.finished()
 
+    def _failure_publisher(self) -> Republisher | None:
+        """The publisher failed messages are moved with; None: one of the subscriber's own.
+        Agents pass their own, so that an agent runs one publisher."""
+        return None
+
     async def _start(self) -> None:
+        self._pipeline = Pipeline.open(
+            self.consumer, asyncio.get_running_loop(), self._failure_publisher()
+        )
         # _on_delivery only queues: called on the reader, no Task per delivery.
         await self.consumer.start(self._on_delivery, inline=True)
         hooks.subscriber_started(self.connection_pool.aio, self)  # health endpoint, if asked
@@ -193,51 +204,40 @@ class EventSubscriber(ABC):
         return self._stopping.is_set() and self._running.is_set()
 
     def _work(self) -> None:
-        inbox, consumer, settler = self._inbox, self.consumer, self._settler
+        inbox, pipeline = self._inbox, self._pipeline
+        assert pipeline is not None
         # Acks wait while more deliveries are already here, up to half the
         # prefetch window: the broker keeps sending, and one multiple=True ack
         # settles the batch. An idle worker acks at once.
-        batch = max(1, consumer.prefetch_count // 2)
+        batch = max(1, self.consumer.prefetch_count // 2)
         while not self._stopping.is_set():
             try:
-                item = inbox.get(timeout=1.0)
+                delivery = inbox.get(timeout=1.0)
             except queue.Empty:
                 continue
-            if item is _STOP:
+            if delivery is _STOP:
                 break
-            delivery, generation = item
-            if generation != consumer.generation:
+            if not pipeline.is_current(delivery):
                 continue  # its channel is gone; the broker has requeued it
-            tag = delivery.delivery_tag
-            properties = delivery_properties(delivery)
-            handling = consumer.started(properties)
-            try:
-                self.handle_message(consumer.decode(delivery), properties)
-            except Exception as exc:
-                consumer.finished(handling, exc)
-                settler.put(Outcome(tag, generation, ok=False, delivery=delivery, error=exc))
-            else:
-                consumer.finished(handling, None)
-                settler.put(
-                    Outcome(tag, generation, ok=True),
-                    wake=inbox.empty() or settler.pending >= batch,
-                )
+            error = pipeline.handle(delivery, self.handle_message)
+            wake = error is not None or inbox.empty() or pipeline.handed_over >= batch
+            pipeline.settle_threadsafe(delivery, error, wake=wake)
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        generation = delivery.generation
-        if generation < 0:
-            return  # its channel is gone; the broker has requeued it
-        if delivery.redelivered and self.consumer.counts_redeliveries:
-            self._settler.track(self.consumer.recount(delivery, generation))
-            return
-        self._inbox.put((delivery, generation))
+        pipeline = self._pipeline
+        if pipeline is not None and pipeline.admit(delivery):
+            self._inbox.put(delivery)
 
     def _shutdown(self) -> None:
         async def finish() -> None:
             await self.consumer.cancel()
-            await self._settler.drain()
+            pipeline, self._pipeline = self._pipeline, None
+            if pipeline is not None:
+                await pipeline.drain()
             # Closing the channel hands buffered, unstarted deliveries back to the queue.
             await self.consumer.close()
+            if pipeline is not None:
+                await pipeline.close()
 
         self._portal.call(finish())
         while True:  # forget what was buffered: the broker has it again

@@ -18,6 +18,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from messaging._shutdown import DEFAULT_SHUTDOWN_TIMEOUT
 from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES
+from messaging.aio.failures import Republisher
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.aio.rpc import DIRECT_REPLY_TO
@@ -264,6 +265,10 @@ class AsyncBaseAgent(AsyncEventSubscriber):
     def send_only(self) -> bool:
         """True when built with ``routing_keys=[]``: publishes, never consumes."""
         return self.consumer.send_only
+
+    def _failure_publisher(self) -> Republisher | None:
+        # Failed messages are moved on the agent's own publisher: one per agent.
+        return self.agent.publisher
 
     def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
         """Routing key (or pattern) -> the protobuf class arriving with it.

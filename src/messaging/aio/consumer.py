@@ -1,41 +1,33 @@
-"""What every subscriber does with a delivery, whoever runs its handler.
+"""A subscriber's queue and consumer, and what it knows about one delivery.
 
-:class:`Consumer` owns a subscriber's topology, its consumer on a managed
-channel, decoding, the properties handlers see, and moving a message that
-failed (to a delay queue or the DLQ, with why-headers) or keeps being
-redelivered. The async subscriber runs handlers on the event loop; the sync
-one on the caller's thread. How successes are acked: :mod:`messaging.aio.acks`.
+:class:`Consumer` owns a subscriber's topology, its consumer on a channel,
+decoding (and the checks a message must pass), the properties dict handlers
+see, and the per-message metrics, log context and trace span. What happens to
+each delivery, in order, is :mod:`messaging.aio.pipeline`; where failed
+messages go, :mod:`messaging.aio.failures`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.pool import AsyncConnectionPool
-from messaging.aio.publisher import AsyncEventPublisher
 from messaging.errors import (
     ConfigurationError,
     ConnectionFailedError,
     DecodeError,
     PoisonMessageError,
-    PublishError,
     UnknownRoutingKeyError,
 )
 from messaging.headers import (
     ATTEMPTS,
-    ERROR_MESSAGE,
-    ERROR_TYPE,
-    FAILED_AGENT,
-    MAX_ERROR_MESSAGE,
     ORIGINAL_EXCHANGE,
     ORIGINAL_ROUTING_KEY,
-    REDELIVERIES,
     without_bus_headers,
 )
 from messaging.ops import logcontext, tracing
@@ -44,9 +36,7 @@ from messaging.routing import validate_binding_pattern
 from messaging.serialization import CONTENT_TYPE, deserialize
 from messaging.topology import (
     QueueType,
-    dlx_name,
     queue_limit_arguments,
-    retry_queue_name,
     subscriber_topology,
     validate_name,
 )
@@ -57,15 +47,12 @@ from messaging.transport import (
     DeliveryCallback,
     InlineCallback,
     Inspector,
-    MessageProperties,
-    Properties,
 )
-from messaging.wiretext import foreign_fields, is_foreign, printable
+from messaging.wiretext import foreign_fields, is_foreign
 
 log = logging.getLogger("messaging.subscriber")
 
 DEFAULT_MAX_REDELIVERIES = 10
-_TRIMMED = " [truncated to fit frame_max]"
 MAX_PREFETCH = 65535
 
 MessageClassLookup = Callable[[str], "type[ProtoMessage] | None"]
@@ -201,9 +188,6 @@ class Consumer:
         self._message_class = message_class
         self._accepted_types = accepted_types
         self._accepted: dict[type[ProtoMessage], frozenset[str]] = {}
-        # Retries and dead letters are published (with why-headers), confirmed,
-        # and only then is the original acked: no window where it is nowhere.
-        self._republisher = AsyncEventPublisher(pool, agent_name, exchange_name, declare=declare)
         self.metrics = ConsumerMetrics(agent_name, self.queue_name)
         self._channel: Channel | None = None
         self._consumer_key: str | None = None
@@ -225,6 +209,12 @@ class Consumer:
         dead-letters a message past the limit with no help from us.
         """
         return self.max_redeliveries is not None and self.queue_type == "classic"
+
+    @property
+    def open_channel(self) -> Channel | None:
+        """The channel deliveries are settled on, without making one; None once closed
+        (its deliveries went back to the queue: nothing is left to settle)."""
+        return self._channel
 
     @property
     def generation(self) -> int:
@@ -263,10 +253,6 @@ class Consumer:
                 f"publish_request and request, but has no queue to consume; give it "
                 f"routing_keys to consume"
             )
-        if self._republisher.closed:  # started again after close()
-            self._republisher = AsyncEventPublisher(
-                self.pool, self.agent_name, self.exchange_name, declare=self.declare
-            )
         try:
             if self.declare:
                 await self.channel.declare(self.topology)
@@ -304,7 +290,6 @@ class Consumer:
         inspector, self._inspector = self._inspector, None
         if inspector is not None:
             await inspector.close()
-        await self._republisher.close()
 
     # -- per delivery (the hot path) ---------------------------------------
 
@@ -386,166 +371,6 @@ class Consumer:
                 f"empty body and no type on {routing_key!r}: {cls.DESCRIPTOR.full_name} has "
                 f"fields, and a message of another client with neither is not taken as one"
             )
-
-    async def fail(self, delivery: Delivery, generation: int, exc: BaseException) -> None:
-        """Retry ``delivery`` through a delay queue, or dead-letter it, saying why."""
-        headers = headers_of(delivery)
-        attempts = _int(headers.get(ATTEMPTS)) + 1
-        retry = attempts <= len(self.retry_delays) and not isinstance(exc, self.permanent_errors)
-        headers.update(
-            {
-                ERROR_TYPE: f"{type(exc).__module__}.{type(exc).__qualname__}",
-                ERROR_MESSAGE: str(exc)[:MAX_ERROR_MESSAGE],
-                FAILED_AGENT: self.agent_name,
-                ATTEMPTS: attempts,
-            }
-        )
-        if retry:
-            target = ("", retry_queue_name(self.queue_name, attempts))
-            self.metrics.retried.inc()
-        else:
-            target = (dlx_name(self.exchange_name), self.queue_name)
-            self.metrics.dead_lettered.inc()
-        self.log_failure(delivery, exc, attempts, retry)
-        await self._move(delivery, generation, target, headers)
-
-    async def recount(self, delivery: Delivery, generation: int) -> None:
-        """Count a redelivery, and dead-letter the message past ``max_redeliveries``.
-
-        Classic queues do not count deliveries, so the count travels in the
-        message: the redelivered original is swapped for a copy (at the back
-        of the queue) that carries it. A message that crashes every consumer
-        that takes it thus reaches the DLQ instead of looping for ever.
-        """
-        headers = headers_of(delivery)
-        redeliveries = _int(headers.get(REDELIVERIES)) + 1
-        limit = self.max_redeliveries
-        if limit is not None and redeliveries > limit:
-            await self.fail(
-                delivery,
-                generation,
-                PoisonMessageError(
-                    f"redelivered {redeliveries} times without an ack: each consumer holding "
-                    f"it crashed or lost its connection (max_redeliveries={limit})"
-                ),
-            )
-            return
-        headers[REDELIVERIES] = redeliveries
-        await self._move(delivery, generation, ("", self.queue_name), headers)
-
-    async def _move(
-        self,
-        delivery: Delivery,
-        generation: int,
-        target: tuple[str, str],
-        headers: dict[str, Any],
-    ) -> None:
-        """Publish a copy to ``target`` with ``headers``; ack the original once confirmed.
-
-        If the copy cannot be published, the original is rejected and the
-        broker dead-letters it itself (its ``x-death`` header says from where).
-        """
-        props = delivery.properties
-        tag = delivery.delivery_tag
-        headers.setdefault(ORIGINAL_EXCHANGE, delivery.exchange)
-        headers.setdefault(ORIGINAL_ROUTING_KEY, routing_key_of(delivery))
-        headers.pop("x-death", None)
-        exchange, routing_key = target
-        try:
-            copy = self._fitted(Properties.copy_of(props, headers=headers), len(delivery.body))
-            await self._republisher.republish(delivery.body, exchange, routing_key, copy)
-        except Exception as publish_error:  # whatever it was, the original must be settled
-            log.error(
-                "%s: could not move message %s to %s (%s); rejecting it to the broker's "
-                "dead-letter exchange instead [correlation_id=%s]",
-                self.agent_name,
-                printable(props.message_id),
-                printable(routing_key),
-                publish_error,
-                printable(props.correlation_id),
-                extra=_log_ids(props),
-            )
-            self.channel.reject(tag, generation, requeue=False)
-            return
-        self.channel.ack(tag, generation)
-
-    def _fitted(self, copy: Properties, body_size: int) -> Properties:
-        """``copy``, trimmed to fit the publishing connection's ``frame_max``.
-
-        The original arrived in one frame; the headers the bus adds may push
-        its copy over, and the broker would answer FRAME_ERROR by closing the
-        connection, again on every retry. Only what the bus adds is cut (the
-        error message); if that is not enough, PublishError, and the caller
-        lets the broker dead-letter the original instead.
-        """
-        if not copy.message_id:
-            # The client gives a message without an id one of its own (for
-            # confirms): give it here, so that the size counted is the size sent.
-            copy.message_id = uuid.uuid4().hex
-        publishing = self.pool.publishing
-        over = publishing.header_excess(copy, body_size)
-        if over <= 0:
-            return copy
-        headers = copy.headers if copy.headers is not None else {}
-        message = headers.get(ERROR_MESSAGE)
-        if isinstance(message, str) and message:
-            keep = len(message.encode()) - over - len(_TRIMMED.encode())
-            if keep >= 0:
-                headers[ERROR_MESSAGE] = message.encode()[:keep].decode("utf-8", "ignore") + (
-                    _TRIMMED
-                )
-                over = publishing.header_excess(copy, body_size)
-                if over <= 0:
-                    return copy
-        raise PublishError(
-            f"its copy would not fit in one frame: the content header is {over} octets over "
-            f"the broker's frame_max, even with the error message cut (the sender's own "
-            f"headers take nearly all of it)"
-        )
-
-    def log_failure(
-        self, delivery: Delivery, exc: BaseException, attempts: int, retry: bool
-    ) -> None:
-        props = delivery.properties
-        kind = "undecodable message" if isinstance(exc, DecodeError) else "handler failed"
-        if retry:
-            delay = self.retry_delays[attempts - 1]
-            log.warning(
-                "%s: %s on %s (message_id=%s, attempt %d): %s: %s; retrying in %gs "
-                "[correlation_id=%s]",
-                self.agent_name,
-                kind,
-                printable(routing_key_of(delivery)),
-                printable(props.message_id),
-                attempts,
-                type(exc).__name__,
-                exc,
-                delay,
-                printable(props.correlation_id),
-                extra=_log_ids(props),
-            )
-            return
-        log.error(
-            "%s: %s on %s (message_id=%s, attempt %d), dead-lettering: %s: %s [correlation_id=%s]",
-            self.agent_name,
-            kind,
-            printable(routing_key_of(delivery)),
-            printable(props.message_id),
-            attempts,
-            type(exc).__name__,
-            exc,
-            printable(props.correlation_id),
-            exc_info=exc if not isinstance(exc, DecodeError) else None,
-            extra=_log_ids(props),
-        )
-
-
-def _log_ids(props: MessageProperties) -> dict[str, str]:
-    """The message's ids for log records written outside its handler (on the IO loop)."""
-    return {
-        "correlation_id": printable(props.correlation_id),
-        "message_id": printable(props.message_id),
-    }
 
 
 def _int(value: object) -> int:

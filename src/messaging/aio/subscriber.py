@@ -20,8 +20,9 @@ from messaging._shutdown import (
     validate_shutdown_timeout,
 )
 from messaging.aio import hooks
-from messaging.aio.acks import AckWindow
-from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer, delivery_properties
+from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer
+from messaging.aio.failures import Republisher
+from messaging.aio.pipeline import Pipeline
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.errors import ShutdownTimeoutError
@@ -92,7 +93,7 @@ class AsyncEventSubscriber(ABC):
         self._abandoned = 0
         self._deadline = Watchdog(agent_name, self.shutdown_timeout + ASYNC_GRACE)
         self._stopped: asyncio.Event | None = None
-        self._acks: AckWindow | None = None
+        self._pipeline: Pipeline | None = None
 
     @property
     def exchange_name(self) -> str:
@@ -127,10 +128,17 @@ class AsyncEventSubscriber(ABC):
     async def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
         """Process one message. Raise to dead-letter it."""
 
+    def _failure_publisher(self) -> Republisher | None:
+        """The publisher failed messages are moved with; None: one of the subscriber's own.
+        Agents pass their own, so that an agent runs one publisher."""
+        return None
+
     async def start(self) -> None:
         """Declare the queue and its dead-lettering, then start consuming; returns at once."""
         self._stopped = asyncio.Event()
-        self._acks = AckWindow(self.consumer, asyncio.get_running_loop())
+        self._pipeline = Pipeline.open(
+            self.consumer, asyncio.get_running_loop(), self._failure_publisher()
+        )
         await self.consumer.start(self._on_delivery)
         hooks.subscriber_started(self.connection_pool, self)  # the health endpoint, if asked for
 
@@ -193,9 +201,12 @@ class AsyncEventSubscriber(ABC):
                     )
                     for task in late:
                         task.cancel()
-            if self._acks is not None:
-                self._acks.flush()
+            pipeline, self._pipeline = self._pipeline, None
+            if pipeline is not None:
+                await pipeline.drain()
             await self.consumer.close()
+            if pipeline is not None:
+                await pipeline.close()
         finally:
             self._stopping = False
             if self._stopped is not None:
@@ -207,37 +218,15 @@ class AsyncEventSubscriber(ABC):
         return self._stopping
 
     async def _on_delivery(self, delivery: Delivery) -> None:
-        # aiormq runs this as a task of its own per delivery.
+        # The transport runs this as a task of its own per delivery.
+        pipeline = self._pipeline
+        if pipeline is None:
+            return  # stopped: unsettled, so the broker requeues it
         task = asyncio.current_task()
         if task is not None:
             self._in_hand.add(task)
         try:
-            await self._handle(delivery)
+            await pipeline.handle_async(delivery, self.handle_message)
         finally:
             if task is not None:
                 self._in_hand.discard(task)
-
-    async def _handle(self, delivery: Delivery) -> None:
-        consumer = self.consumer
-        generation = delivery.generation
-        if generation < 0:
-            return  # its channel is gone; the broker has requeued it
-        tag = delivery.delivery_tag
-        acks = self._acks
-        assert acks is not None
-        acks.delivered(tag, generation)
-        if delivery.redelivered and consumer.counts_redeliveries:
-            await consumer.recount(delivery, generation)
-            acks.forget(tag, generation)
-            return
-        properties = delivery_properties(delivery)
-        handling = consumer.started(properties)
-        try:
-            await self.handle_message(consumer.decode(delivery), properties)
-        except Exception as exc:
-            consumer.finished(handling, exc)
-            await consumer.fail(delivery, generation, exc)
-            acks.forget(tag, generation)
-        else:
-            consumer.finished(handling, None)
-            acks.done(tag, generation)
