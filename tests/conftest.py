@@ -11,6 +11,7 @@ import pika
 import pytest
 
 from messaging.config import RabbitMQConfig
+from tests import leaks
 from tests.broker_env import BROKER as BROKER
 
 
@@ -139,3 +140,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             'broker: pytest tests/unit tests/conformance -m "not rabbitmq"',
             pytrace=False,
         )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The library's forgotten coroutines and abandoned tasks fail the test (tests/leaks.py).
+    config.pluginmanager.register(leaks, "chimera-leaks")

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack, cast
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
-from messaging._shutdown import DEFAULT_SHUTDOWN_TIMEOUT
 from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore, require_handler
-from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES
 from messaging.aio.failures import Republisher
+from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
 from messaging.context import Context, ContextStore
 from messaging.subscriber import EventSubscriber
-from messaging.topology import Overflow, QueueType
 
 
 class BaseAgent(EventSubscriber):
@@ -56,18 +54,9 @@ class BaseAgent(EventSubscriber):
         *,
         context_store: ContextStore | None = None,
         context_ttl: float = DEFAULT_CONTEXT_TTL,
-        retry_delays: Sequence[float] = (),
-        permanent_errors: tuple[type[BaseException], ...] = (),
-        max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
-        max_length: int | None = None,
-        max_length_bytes: int | None = None,
-        overflow: Overflow | None = None,
-        queue_type: QueueType | None = None,
-        single_active_consumer: bool = False,
-        declare: bool = True,
-        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-        mandatory: bool = True,
+        **options: Unpack[AgentKeywords],
     ) -> None:
+        mandatory = options.pop("mandatory", True)  # its publisher's; the rest: the subscriber's
         self.agent = AgentCore(
             connection_pool.aio,
             agent_name,
@@ -75,7 +64,7 @@ class BaseAgent(EventSubscriber):
             self.get_routing_key_map,
             context_store,
             context_ttl,
-            declare,
+            options.get("declare", True),
             mandatory,
         )
         super().__init__(
@@ -85,16 +74,7 @@ class BaseAgent(EventSubscriber):
             queue_name=queue_name,
             routing_keys=routing_keys,
             prefetch_count=prefetch_count,
-            retry_delays=retry_delays,
-            permanent_errors=permanent_errors,
-            max_redeliveries=max_redeliveries,
-            max_length=max_length,
-            max_length_bytes=max_length_bytes,
-            overflow=overflow,
-            queue_type=queue_type,
-            single_active_consumer=single_active_consumer,
-            declare=declare,
-            shutdown_timeout=shutdown_timeout,
+            **cast(SubscriberKeywords, options),
         )
         self._portal = Portal.get()
         require_handler(self, BaseAgent, routing_keys)
@@ -144,9 +124,11 @@ class BaseAgent(EventSubscriber):
         finally:
             self.agent.leave(token)
 
-    def publish(self, message: ProtoMessage, routing_key: str, **kwargs: Any) -> str:
+    def publish(
+        self, message: ProtoMessage, routing_key: str, **options: Unpack[PublishOptions]
+    ) -> str:
         """Publish on the agent's exchange and wait for the confirm; returns the message id."""
-        return self._portal.call(self.agent.publisher.publish(message, routing_key, **kwargs))
+        return self._portal.call(self.agent.publisher.publish(message, routing_key, **options))
 
     def publish_request(
         self, message: ProtoMessage, routing_key: str, context: Context | None = None

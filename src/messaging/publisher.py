@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Mapping
-from typing import Any
+from typing import Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
+from messaging.aio.options import MessageOptions, PublishOptions
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.connection import ConnectionPool
 
@@ -53,46 +53,28 @@ class EventPublisher:
         return self.aio.exchange_name
 
     def publish(
-        self,
-        message: ProtoMessage,
-        routing_key: str,
-        *,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-        message_id: str | None = None,
-        persistent: bool = True,
-        timeout: float | None = None,
-        mandatory: bool | None = None,
+        self, message: ProtoMessage, routing_key: str, **options: Unpack[PublishOptions]
     ) -> str:
         """Publish and wait for the broker's confirm; returns the ``message_id``.
 
         Raises :class:`~messaging.errors.UnroutableMessageError` when no queue is
         bound for ``routing_key``, unless ``mandatory=False`` (default: the
         publisher's setting), when the broker drops such a message silently.
+        Every option (``exchange=``, ``headers=``, ...):
+        :class:`~messaging.aio.options.PublishOptions`.
         """
-        outgoing = self.aio.prepare(
-            message,
-            routing_key,
-            correlation_id=correlation_id,
-            reply_to=reply_to,
-            headers=headers,
-            message_id=message_id,
-            persistent=persistent,
-            timeout=timeout,
-            mandatory=mandatory,
-        )
+        outgoing = self.aio.prepare(message, routing_key, **options)
         return self._portal.call(self.aio.send(outgoing))
 
     def publish_nowait(
-        self, message: ProtoMessage, routing_key: str, **kwargs: Any
+        self, message: ProtoMessage, routing_key: str, **options: Unpack[PublishOptions]
     ) -> concurrent.futures.Future[str]:
         """Start a publish and return at once; the future resolves on the confirm.
 
         Bad input raises here, as with :meth:`publish`; the future fails as
         :meth:`publish` would raise for the broker's answer.
         """
-        outgoing = self.aio.prepare(message, routing_key, **kwargs)
+        outgoing = self.aio.prepare(message, routing_key, **options)
         return self._portal.submit(self.aio.send(outgoing))
 
     def publish_with_reply(
@@ -101,11 +83,12 @@ class EventPublisher:
         routing_key: str,
         reply_queue: str,
         correlation_id: str,
-        **kwargs: Any,
+        **options: Unpack[MessageOptions],
     ) -> str:
-        return self._portal.call(
-            self.aio.publish_with_reply(message, routing_key, reply_queue, correlation_id, **kwargs)
+        publishing = self.aio.publish_with_reply(
+            message, routing_key, reply_queue, correlation_id, **options
         )
+        return self._portal.call(publishing)
 
     def request(
         self, message: ProtoMessage, routing_key: str, timeout: float = 30.0

@@ -17,19 +17,19 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from types import FrameType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
-from messaging._shutdown import DEFAULT_SHUTDOWN_TIMEOUT, Watchdog, validate_shutdown_timeout
+from messaging._shutdown import Watchdog
 from messaging.aio import hooks
-from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES, Consumer
+from messaging.aio.consumer import Consumer
 from messaging.aio.failures import Republisher
+from messaging.aio.options import SubscriberKeywords, SubscriberOptions
 from messaging.aio.pipeline import Pipeline
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
-from messaging.topology import Overflow, QueueType
 from messaging.transport import Delivery
 
 log = logging.getLogger("messaging.subscriber")
@@ -70,40 +70,22 @@ class EventSubscriber(ABC):
         queue_name: str | None = None,
         routing_keys: Sequence[str] = ("#",),
         prefetch_count: int = 1,
-        *,
-        retry_delays: Sequence[float] = (),
-        permanent_errors: tuple[type[BaseException], ...] = (),
-        max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
-        max_length: int | None = None,
-        max_length_bytes: int | None = None,
-        overflow: Overflow | None = None,
-        queue_type: QueueType | None = None,
-        single_active_consumer: bool = False,
-        declare: bool = True,
-        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        **options: Unpack[SubscriberKeywords],
     ) -> None:
         self.connection_pool = connection_pool
-        self.shutdown_timeout = validate_shutdown_timeout(shutdown_timeout)
         self.agent_name = agent_name
-        self.consumer = Consumer(
-            connection_pool.aio,
-            agent_name=agent_name,
-            exchange_name=exchange_name,
-            queue_name=queue_name,
-            routing_keys=routing_keys,
-            prefetch_count=prefetch_count,
-            message_class=self.get_message_class,
-            retry_delays=retry_delays,
-            permanent_errors=permanent_errors,
-            max_redeliveries=max_redeliveries,
+        settings = SubscriberOptions.of(
+            agent_name,
+            exchange_name,
+            queue_name,
+            routing_keys,
+            prefetch_count,
+            options,
             send_only_allowed=self._send_only_allowed,
-            max_length=max_length,
-            max_length_bytes=max_length_bytes,
-            overflow=overflow,
-            queue_type=queue_type,
-            single_active_consumer=single_active_consumer,
-            declare=declare,
-            accepted_types=self.accepted_types,
+        )
+        self.shutdown_timeout = settings.shutdown_timeout
+        self.consumer = Consumer(
+            connection_pool.aio, settings, self.get_message_class, self.accepted_types
         )
         self._portal = Portal.get()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()  # deliveries, or _STOP

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,20 @@ def parameters(signature: str) -> list[str]:
 
 
 def code_parameters(cls: type) -> list[str]:
+    """The parameters a caller can name, ``**options: Unpack[SomeTypedDict]`` expanded
+    into the TypedDict's keys (keyword-only, in the order it declares them)."""
     found = []
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)  # type: ignore[misc]
     for param in list(inspect.signature(cls).parameters.values()):
-        if param.kind is param.KEYWORD_ONLY and "*" not in found:
+        if param.kind is param.VAR_KEYWORD:
+            (options,) = typing.get_args(hints[param.name])
+            names = list(options.__annotations__)
+        else:
+            names = [param.name]
+        keyword_only = param.kind in (param.KEYWORD_ONLY, param.VAR_KEYWORD)
+        if keyword_only and "*" not in found:
             found.append("*")
-        found.append(param.name)
+        found.extend(names)
     return found
 
 

@@ -12,13 +12,12 @@ import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, Unpack, cast
 
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging._shutdown import DEFAULT_SHUTDOWN_TIMEOUT
-from messaging.aio.consumer import DEFAULT_MAX_REDELIVERIES
 from messaging.aio.failures import Republisher
+from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.aio.rpc import DIRECT_REPLY_TO
@@ -27,7 +26,6 @@ from messaging.context import Context, ContextStore
 from messaging.errors import ConfigurationError, MessagingError
 from messaging.routing import RoutingTable
 from messaging.stores.select import context_store_from_config
-from messaging.topology import Overflow, QueueType
 
 DEFAULT_CONTEXT_TTL = 300.0
 
@@ -219,18 +217,9 @@ class AsyncBaseAgent(AsyncEventSubscriber):
         *,
         context_store: ContextStore | None = None,
         context_ttl: float = DEFAULT_CONTEXT_TTL,
-        retry_delays: Sequence[float] = (),
-        permanent_errors: tuple[type[BaseException], ...] = (),
-        max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
-        max_length: int | None = None,
-        max_length_bytes: int | None = None,
-        overflow: Overflow | None = None,
-        queue_type: QueueType | None = None,
-        single_active_consumer: bool = False,
-        declare: bool = True,
-        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-        mandatory: bool = True,
+        **options: Unpack[AgentKeywords],
     ) -> None:
+        mandatory = options.pop("mandatory", True)  # its publisher's; the rest: the subscriber's
         self.agent = AgentCore(
             connection_pool,
             agent_name,
@@ -238,7 +227,7 @@ class AsyncBaseAgent(AsyncEventSubscriber):
             self.get_routing_key_map,
             context_store,
             context_ttl,
-            declare,
+            options.get("declare", True),
             mandatory,
         )
         super().__init__(
@@ -248,16 +237,7 @@ class AsyncBaseAgent(AsyncEventSubscriber):
             queue_name,
             routing_keys,
             prefetch_count,
-            retry_delays=retry_delays,
-            permanent_errors=permanent_errors,
-            max_redeliveries=max_redeliveries,
-            max_length=max_length,
-            max_length_bytes=max_length_bytes,
-            overflow=overflow,
-            queue_type=queue_type,
-            single_active_consumer=single_active_consumer,
-            declare=declare,
-            shutdown_timeout=shutdown_timeout,
+            **cast(SubscriberKeywords, options),
         )
         require_handler(self, AsyncBaseAgent, routing_keys)
 
@@ -306,8 +286,11 @@ class AsyncBaseAgent(AsyncEventSubscriber):
         finally:
             self.agent.leave(token)
 
-    async def publish(self, message: ProtoMessage, routing_key: str, **kwargs: Any) -> str:
-        return await self.agent.publisher.publish(message, routing_key, **kwargs)
+    async def publish(
+        self, message: ProtoMessage, routing_key: str, **options: Unpack[PublishOptions]
+    ) -> str:
+        """Publish on the agent's exchange and wait for the confirm; returns the message id."""
+        return await self.agent.publisher.publish(message, routing_key, **options)
 
     async def publish_request(
         self, message: ProtoMessage, routing_key: str, context: Context | None = None

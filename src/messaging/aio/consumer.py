@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
+from messaging.aio.options import SubscriberOptions
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.errors import (
     ConfigurationError,
@@ -32,13 +33,11 @@ from messaging.headers import (
 )
 from messaging.ops import logcontext, tracing
 from messaging.ops.metrics import ConsumerMetrics
-from messaging.routing import validate_binding_pattern
 from messaging.serialization import CONTENT_TYPE, deserialize
 from messaging.topology import (
     QueueType,
     queue_limit_arguments,
     subscriber_topology,
-    validate_name,
 )
 from messaging.transport import (
     Channel,
@@ -52,8 +51,6 @@ from messaging.wiretext import foreign_fields, is_foreign
 
 log = logging.getLogger("messaging.subscriber")
 
-DEFAULT_MAX_REDELIVERIES = 10
-MAX_PREFETCH = 65535
 
 MessageClassLookup = Callable[[str], "type[ProtoMessage] | None"]
 AcceptedTypes = Callable[[type[ProtoMessage]], Collection[str]]
@@ -120,75 +117,45 @@ class Consumer:
     def __init__(
         self,
         pool: AsyncConnectionPool,
-        *,
-        agent_name: str,
-        exchange_name: str,
-        queue_name: str | None,
-        routing_keys: Sequence[str],
-        prefetch_count: int,
+        options: SubscriberOptions,
         message_class: MessageClassLookup,
-        retry_delays: Sequence[float] = (),
-        permanent_errors: tuple[type[BaseException], ...] = (),
-        max_redeliveries: int | None = DEFAULT_MAX_REDELIVERIES,
-        send_only_allowed: bool = False,
-        max_length: int | None = None,
-        max_length_bytes: int | None = None,
-        overflow: str | None = None,
-        queue_type: QueueType | None = None,
-        single_active_consumer: bool = False,
-        declare: bool = True,
         accepted_types: AcceptedTypes | None = None,
     ) -> None:
-        if isinstance(routing_keys, str):
-            raise ConfigurationError(
-                f"routing_keys must be a list of patterns, got the string {routing_keys!r}; "
-                f"write [{routing_keys!r}]"
-            )
-        if not routing_keys and not send_only_allowed:
-            raise ConfigurationError("routing_keys is empty: give at least one pattern to bind")
-        for pattern in routing_keys:
-            validate_binding_pattern(pattern)
-        if (
-            not isinstance(prefetch_count, int)
-            or isinstance(prefetch_count, bool)
-            or not 1 <= prefetch_count <= MAX_PREFETCH
-        ):
-            raise ConfigurationError(
-                f"prefetch_count must be an int from 1 to {MAX_PREFETCH} (AMQP carries it in "
-                f"16 bits), got {prefetch_count!r}"
-            )
-        validate_name("agent", agent_name)
         self.pool = pool
-        self.agent_name = agent_name
-        self.exchange_name = exchange_name
-        self.queue_name = queue_name or agent_name
-        self.routing_keys = tuple(routing_keys)
-        self.prefetch_count = prefetch_count
-        self.retry_delays = tuple(retry_delays)
+        self.options = options
+        self.agent_name = options.agent_name
+        self.exchange_name = options.exchange_name
+        self.queue_name = options.queue
+        self.routing_keys = options.routing_keys
+        self.prefetch_count = options.prefetch_count
+        self.retry_delays = options.retry_delays
         self.permanent_errors: tuple[type[BaseException], ...] = (
             DecodeError,
             PoisonMessageError,
-            *permanent_errors,
+            *options.permanent_errors,
         )
-        self.max_redeliveries = max_redeliveries
-        self.queue_type: QueueType = queue_type or pool.config.queue_type
-        self.declare = declare
+        self.max_redeliveries = options.max_redeliveries
+        self.queue_type: QueueType = options.queue_type or pool.config.queue_type
+        self.declare = options.declare
         self.topology = subscriber_topology(
-            exchange_name,
+            self.exchange_name,
             self.queue_name,
             self.routing_keys,
             retry_delays=self.retry_delays,
             queue_arguments=queue_limit_arguments(
-                max_length, max_length_bytes, overflow, queue_type=self.queue_type
+                options.max_length,
+                options.max_length_bytes,
+                options.overflow,
+                queue_type=self.queue_type,
             ),
             queue_type=self.queue_type,
-            delivery_limit=max_redeliveries,
-            single_active_consumer=single_active_consumer,
+            delivery_limit=self.max_redeliveries,
+            single_active_consumer=options.single_active_consumer,
         )
         self._message_class = message_class
         self._accepted_types = accepted_types
         self._accepted: dict[type[ProtoMessage], frozenset[str]] = {}
-        self.metrics = ConsumerMetrics(agent_name, self.queue_name)
+        self.metrics = ConsumerMetrics(self.agent_name, self.queue_name)
         self._channel: Channel | None = None
         self._consumer_key: str | None = None
         self._inspector: Inspector | None = None

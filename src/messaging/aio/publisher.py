@@ -6,13 +6,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.once import Once
+from messaging.aio.options import DEFAULT_EXCHANGE as DEFAULT_EXCHANGE
+from messaging.aio.options import MessageOptions, PublishOptions, publish_options
 from messaging.aio.outgoing import OutgoingMessage
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.rpc import DIRECT_REPLY_TO, AsyncRequester
@@ -34,7 +35,6 @@ from messaging.transport import Channel, ConnectionLost, MessageProperties, Prop
 
 log = logging.getLogger("messaging.publisher")
 
-DEFAULT_EXCHANGE = "chimera.events"
 
 
 class AsyncEventPublisher:
@@ -106,26 +106,17 @@ class AsyncEventPublisher:
             await self._channel.verify(topology)
 
     def prepare(
-        self,
-        message: ProtoMessage,
-        routing_key: str,
-        *,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-        message_id: str | None = None,
-        persistent: bool = True,
-        timeout: float | None = None,
-        exchange: str | None = None,
-        mandatory: bool | None = None,
+        self, message: ProtoMessage, routing_key: str, **options: Unpack[PublishOptions]
     ) -> OutgoingMessage:
         """Validate and encode a message for :meth:`send`; sends nothing.
 
         Bad input raises here, before anything is sent. Pure CPU work that
         touches no connection, so sync callers run it on their own thread and
-        keep it off the IO loop. ``mandatory`` (default: the publisher's) says
-        whether a message no queue is bound for raises or is dropped.
+        keep it off the IO loop. The options: :class:`~messaging.aio.options.PublishOptions`
+        (``mandatory``, default the publisher's, says whether a message no queue is
+        bound for raises or is dropped).
         """
+        publish_options(options)
         if self._closed:
             raise ClosedError(f"publisher {self.agent_name!r} is closed")
         body = serialize(message)
@@ -138,23 +129,28 @@ class AsyncEventPublisher:
                 f"and send a reference"
             )
         meta = getattr(message, "metadata", None)
+        message_id = options.get("message_id")
         if message_id is None:
             message_id = (meta.message_id if meta is not None else "") or str(uuid.uuid4())
+        correlation_id = options.get("correlation_id")
         if correlation_id is None and meta is not None:
             correlation_id = meta.correlation_id or None
+        headers = options.get("headers")
         header_table = dict(headers) if headers else {}
         tracing.inject(header_table, routing_key)
+        exchange = options.get("exchange")
         target = self.exchange_name if exchange is None else exchange
+        mandatory = options.get("mandatory")
         return OutgoingMessage(
             body=body,
             exchange=target,
             routing_key=routing_key,
             properties=Properties(
                 content_type=CONTENT_TYPE,
-                delivery_mode=2 if persistent else 1,
+                delivery_mode=2 if options.get("persistent", True) else 1,
                 message_id=message_id,
                 correlation_id=correlation_id,
-                reply_to=reply_to,
+                reply_to=options.get("reply_to"),
                 message_type=message.DESCRIPTOR.full_name,
                 app_id=self.agent_name,
                 timestamp=datetime.now(tz=UTC),
@@ -165,7 +161,7 @@ class AsyncEventPublisher:
             # (rabbitmq-server#6124): replies go without the unroutable check.
             mandatory=(self.mandatory if mandatory is None else mandatory)
             and not (target == "" and routing_key.startswith(DIRECT_REPLY_TO)),
-            timeout=timeout or self.publish_timeout,
+            timeout=options.get("timeout") or self.publish_timeout,
         )
 
     async def send(self, outgoing: OutgoingMessage) -> str:
@@ -181,18 +177,7 @@ class AsyncEventPublisher:
         return outgoing.message_id
 
     async def publish(
-        self,
-        message: ProtoMessage,
-        routing_key: str,
-        *,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-        message_id: str | None = None,
-        persistent: bool = True,
-        timeout: float | None = None,
-        exchange: str | None = None,
-        mandatory: bool | None = None,
+        self, message: ProtoMessage, routing_key: str, **options: Unpack[PublishOptions]
     ) -> str:
         """Publish ``message`` and wait for the confirm. Returns its ``message_id``.
 
@@ -201,20 +186,7 @@ class AsyncEventPublisher:
         ``mandatory=False`` lets the broker drop the message when no queue is
         bound for ``routing_key`` instead of raising ``UnroutableMessageError``.
         """
-        return await self.send(
-            self.prepare(
-                message,
-                routing_key,
-                correlation_id=correlation_id,
-                reply_to=reply_to,
-                headers=headers,
-                message_id=message_id,
-                persistent=persistent,
-                timeout=timeout,
-                exchange=exchange,
-                mandatory=mandatory,
-            )
-        )
+        return await self.send(self.prepare(message, routing_key, **options))
 
     async def publish_with_reply(
         self,
@@ -222,13 +194,13 @@ class AsyncEventPublisher:
         routing_key: str,
         reply_queue: str,
         correlation_id: str,
-        **kwargs: Any,
+        **options: Unpack[MessageOptions],
     ) -> str:
         """Publish a request whose answer goes to ``reply_queue``, tagged ``correlation_id``."""
         if not reply_queue:
             raise InvalidMessageError("reply_queue must name the queue the reply should go to")
         return await self.publish(
-            message, routing_key, correlation_id=correlation_id, reply_to=reply_queue, **kwargs
+            message, routing_key, correlation_id=correlation_id, reply_to=reply_queue, **options
         )
 
     async def request(
