@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from messaging.asyncapi import asyncapi_document, build_agent, import_target
+from messaging.cli._types import ImportOption, load_types
 from messaging.config import load_config
 from messaging.errors import MessagingError
-from messaging.schemas import load_message_types
 
 HELP = """\
 Write an AsyncAPI 3.0 document for the agents named as package.module:AgentClass.
@@ -33,16 +31,10 @@ def asyncapi(
     ] = None,
     title: Annotated[str, typer.Option(help="The document's info.title.")] = "Chimera agents",
     version: Annotated[str, typer.Option(help="The API's version (info.version).")] = "1.0.0",
-    imports: Annotated[
-        list[str] | None,
-        typer.Option("--import", help="Import this module first (your *_pb2 modules)."),
-    ] = None,
+    imports: ImportOption = None,
 ) -> None:
-    # Like uvicorn and gunicorn: the user's package in the current directory imports.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    load_types(imports)  # the user's package in the current directory imports, too
     try:
-        load_message_types(imports or [])
         config = load_config().rabbitmq
         built = [build_agent(import_target(spec), config) for spec in agents]
         document = asyncapi_document(built, title=title, version=version, server=config)
