@@ -43,6 +43,10 @@ AMQP_PORT = 5672
 AMQPS_PORT = 5671
 MEMORY_SCHEME = "memory"
 
+AuthMechanism = Literal["plain", "external"]
+"""How the bus logs in: ``plain`` (user name and password) or ``external`` (the
+client certificate, RabbitMQ's ``rabbitmq_auth_mechanism_ssl`` plugin)."""
+
 
 
 
@@ -142,6 +146,12 @@ class RabbitMQConfig(_Checked):
         description="Host name to verify in the broker's certificate; unset: each "
         "node's own host name.",
     )
+    auth_mechanism: AuthMechanism = Field(
+        default="plain",
+        description="RABBITMQ__AUTH_MECHANISM: plain (user name and password) or external "
+        "(the client certificate of RABBITMQ__TLS_CERT_FILE; the broker takes the user name "
+        "from it and no password is sent).",
+    )
     queue_type: QueueType = Field(
         default="classic",
         description="RABBITMQ__QUEUE_TYPE: what subscribers declare unless told otherwise "
@@ -198,6 +208,11 @@ class RabbitMQConfig(_Checked):
             return None
         return value
 
+    @field_validator("auth_mechanism", mode="before")
+    @classmethod
+    def _mechanism_in_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("tls_ca_file", "tls_cert_file", "tls_key_file", mode="before")
     @classmethod
     def _empty_path_is_unset(cls, value: object) -> object:
@@ -219,8 +234,26 @@ class RabbitMQConfig(_Checked):
             )
         if self.tls_key_password is not None and self.tls_key_file is None:
             raise ValueError("RABBITMQ__TLS_KEY_PASSWORD is set but RABBITMQ__TLS_KEY_FILE is not")
-        self._resolve()  # a malformed RABBITMQ__URL is refused now
+        memory, _ = self._resolve()  # a malformed RABBITMQ__URL is refused now
+        if self.auth_mechanism == "external" and memory is None:
+            self._check_certificate_login()
         return self
+
+    def _check_certificate_login(self) -> None:
+        """EXTERNAL logs in with the client certificate: there must be TLS and a certificate."""
+        missing = []
+        if not self.uses_tls:
+            missing.append("TLS (an amqps:// RABBITMQ__URL, or RABBITMQ__TLS=true)")
+        if self.tls_cert_file is None:
+            missing.append(
+                "a client certificate (RABBITMQ__TLS_CERT_FILE and RABBITMQ__TLS_KEY_FILE)"
+            )
+        if missing:
+            raise ValueError(
+                "RABBITMQ__AUTH_MECHANISM=external logs in with the client certificate, so it "
+                "needs " + " and ".join(missing) + "; set them, or use "
+                "RABBITMQ__AUTH_MECHANISM=plain"
+            )
 
     def _resolve(self) -> tuple[str | None, tuple[BrokerNode, ...]]:
         """(the memory broker's name or None, the AMQP nodes), from the settings as they are.

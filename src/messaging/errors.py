@@ -5,7 +5,7 @@
     ├── InvalidMessageError           bad input to publish: not protobuf, empty/invalid key, too big
     ├── ConnectionFailedError         the broker could not be reached within the retry policy
     │   ├── BrokerRefusedError        the broker said no; retrying cannot help
-    │   │   ├── AuthenticationFailedError   wrong username or password
+    │   │   ├── AuthenticationFailedError   login refused: password, certificate
     │   │   └── VirtualHostError            unknown vhost, or no access to it
     │   └── CertificateVerificationError    the broker's TLS certificate did not verify
     ├── TopologyError                 the broker refused a declaration
@@ -57,7 +57,8 @@ class BrokerRefusedError(ConnectionFailedError):
 
 
 class AuthenticationFailedError(BrokerRefusedError):
-    """The broker rejected the username or password."""
+    """The broker refused the login: the user name and password, or the client certificate
+    (``RABBITMQ__AUTH_MECHANISM=external``), or the mechanism itself."""
 
 
 class VirtualHostError(BrokerRefusedError):

@@ -77,6 +77,8 @@ class Node:
     dist_port: int = field(default_factory=free_port)
     extra_config: str = ""
     tls: bool = False
+    plugins: tuple[str, ...] = ()
+    """Plugins to enable (beyond the broker itself), e.g. ``rabbitmq_auth_mechanism_ssl``."""
 
     @property
     def nodename(self) -> str:
@@ -129,7 +131,7 @@ class Node:
             + "cluster_partition_handling = pause_minority\n"
             + self.extra_config
         )
-        (base / "enabled_plugins").write_text("[].\n")
+        (base / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         (base / "rabbitmq-env.conf").write_text("")
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -222,9 +224,7 @@ class Node:
 
     def queue_leader(self, queue: str) -> str:
         """The node that leads quorum queue ``queue`` (``name@host``)."""
-        rows = json.loads(
-            self.ctl("list_queues", "name", "leader", "--formatter", "json") or "[]"
-        )
+        rows = json.loads(self.ctl("list_queues", "name", "leader", "--formatter", "json") or "[]")
         for row in rows:
             if row["name"] == queue:
                 return str(row["leader"])
@@ -288,14 +288,22 @@ def cluster(root: Path, size: int = 3, prefix: str = "chimera-c") -> Iterator[li
 
 
 @contextlib.contextmanager
-def single(root: Path, *, prefix: str, tls: bool = False, extra_config: str = "") -> Iterator[Node]:
-    """One node on its own (the TLS node); stopped at the end."""
+def single(
+    root: Path,
+    *,
+    prefix: str,
+    tls: bool = False,
+    extra_config: str = "",
+    plugins: tuple[str, ...] = (),
+) -> Iterator[Node]:
+    """One node on its own (a TLS node); stopped at the end."""
     node = Node(
         f"{prefix}-{secrets.token_hex(3)}",
         root,
         shared_home(root),
         tls=tls,
         extra_config=extra_config,
+        plugins=plugins,
     )
     try:
         node.launch()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -12,6 +13,7 @@ from google.protobuf.message import Message as ProtoMessage
 from pydantic import SecretStr
 
 from messaging import (
+    AuthenticationFailedError,
     CertificateVerificationError,
     ConfigurationError,
     ConnectionPool,
@@ -21,7 +23,7 @@ from messaging import (
 from messaging.config import RabbitMQConfig
 from messaging.generated import messages_pb2
 from tests.integration.helpers import wait_for
-from tests.production.conftest import SERVER_NAME, TlsFiles
+from tests.production.conftest import CLIENT_NAME, SERVER_NAME, TlsFiles
 from tests.production.nodes import Node
 
 
@@ -134,3 +136,85 @@ def test_an_unreadable_ca_file_is_a_configuration_error(tls_files: TlsFiles) -> 
     not_pem.write_text("this is not a certificate\n")
     with pytest.raises(ConfigurationError, match="RABBITMQ__TLS_CA_FILE"):
         ConnectionPool(config("amqps://guest:guest@localhost:5671/", tls_ca_file=not_pem))
+
+
+# -- logging in by certificate (SASL EXTERNAL) ------------------------------------------------
+
+
+def certificate_login(node: Node, tls_files: TlsFiles, **settings: Any) -> RabbitMQConfig:
+    """Certificate login to ``node``, with a password the broker's user does not have."""
+    options: dict[str, Any] = {
+        "host": SERVER_NAME,
+        "port": node.port,
+        "tls": True,
+        "tls_ca_file": tls_files.ca,
+        "tls_cert_file": tls_files.client_cert,
+        "tls_key_file": tls_files.client_key,
+        "username": CLIENT_NAME,
+        "password": SecretStr("not-the-password-of-this-user"),
+        "auth_mechanism": "EXTERNAL",
+        "connection_name": "chimera-certificate-login-test",
+    }
+    options.update(settings)
+    return RabbitMQConfig(**options)
+
+
+def test_certificate_login_round_trip_sends_no_password(
+    certificate_login_node: Node, tls_files: TlsFiles
+) -> None:
+    cfg = certificate_login(certificate_login_node, tls_files)
+    assert round_trip(cfg) == ["over TLS"]
+    with ConnectionPool(cfg, max_retries=2, initial_retry_delay=0.2) as pool:
+        pool.connect()
+        rows = json.loads(
+            certificate_login_node.ctl(
+                "list_connections",
+                "user",
+                "auth_mechanism",
+                "client_properties",
+                "--formatter",
+                "json",
+            )
+        )
+    ours = [row for row in rows if "chimera-certificate-login" in json.dumps(row)]
+    assert ours, rows
+    assert {(row["user"], row["auth_mechanism"]) for row in ours} == {(CLIENT_NAME, "EXTERNAL")}
+
+
+def test_a_certificate_without_a_broker_user_is_refused_at_once(
+    certificate_login_node: Node, tls_files: TlsFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = certificate_login(
+        certificate_login_node,
+        tls_files,
+        tls_cert_file=tls_files.stranger_cert,
+        tls_key_file=tls_files.stranger_key,
+    )
+    pool = ConnectionPool(cfg, max_retries=5, initial_retry_delay=30.0)
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="messaging.connection"),
+            pytest.raises(AuthenticationFailedError) as info,
+        ):
+            pool.connect()
+    finally:
+        pool.close()
+    assert "retrying in" not in caplog.text
+    text = str(info.value)
+    assert "EXTERNAL" in text
+    assert str(tls_files.stranger_cert) in text
+    assert "not-the-password" not in text
+
+
+def test_password_login_to_a_certificate_only_broker_names_the_mechanisms(
+    certificate_login_node: Node, tls_files: TlsFiles
+) -> None:
+    cfg = certificate_login(certificate_login_node, tls_files, auth_mechanism="plain")
+    pool = ConnectionPool(cfg, max_retries=5, initial_retry_delay=30.0)
+    try:
+        with pytest.raises(
+            AuthenticationFailedError, match="does not offer the SASL mechanism PLAIN"
+        ):
+            pool.connect()
+    finally:
+        pool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -175,3 +176,41 @@ def test_a_queue_type_mismatch_explains_itself_and_points_to_the_recipe() -> Non
     assert "exists as a classic queue and cannot be declared as a quorum queue" in text
     assert "queue_type='classic'" in text
     assert MIGRATION_RECIPE in text
+
+
+def test_auth_mechanism_is_plain_unless_set_and_any_case(tmp_path: Path) -> None:
+    assert RabbitMQConfig().auth_mechanism == "plain"
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_text("x")
+    key.write_text("x")
+    as_typed: dict[str, Any] = {"auth_mechanism": " EXTERNAL "}  # as an environment gives it
+    config = RabbitMQConfig(tls=True, tls_cert_file=cert, tls_key_file=key, **as_typed)
+    assert config.auth_mechanism == "external"
+    with pytest.raises(ConfigurationError, match=r"auth_mechanism='kerberos'"):
+        RabbitMQConfig(**{**as_typed, "auth_mechanism": "kerberos"})
+
+
+def test_external_needs_tls_and_a_client_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_text("x")
+    key.write_text("x")
+    with pytest.raises(
+        ConfigurationError, match=r"needs TLS .*RABBITMQ__TLS=true\).*RABBITMQ__TLS_CERT_FILE"
+    ):
+        RabbitMQConfig(auth_mechanism="external")
+    with pytest.raises(ConfigurationError, match=r"needs TLS") as info:
+        RabbitMQConfig(auth_mechanism="external", tls_cert_file=cert, tls_key_file=key)
+    assert "RABBITMQ__TLS_CERT_FILE" not in str(info.value)
+    with pytest.raises(
+        ConfigurationError, match=r"needs a client certificate \(RABBITMQ__TLS_CERT"
+    ):
+        RabbitMQConfig(url=_secret("amqps://rabbit"), auth_mechanism="external")
+    monkeypatch.setenv("RABBITMQ__AUTH_MECHANISM", "External")
+    monkeypatch.setenv("RABBITMQ__TLS", "true")
+    with pytest.raises(ConfigurationError, match="RABBITMQ__AUTH_MECHANISM=external"):
+        load_config()
+    monkeypatch.setenv("RABBITMQ__TLS_CERT_FILE", str(cert))
+    monkeypatch.setenv("RABBITMQ__TLS_KEY_FILE", str(key))
+    assert load_config().rabbitmq.auth_mechanism == "external"

@@ -240,6 +240,11 @@ class SupervisedConnection:
                 timeout=cfg.connect_timeout,
                 heartbeat=cfg.heartbeat,
                 client_properties={"connection_name": f"{cfg.connection_name}:{self.purpose}"},
+                # aio-pika puts extra keywords in the URL's query, where aiormq
+                # reads the SASL mechanism: PLAIN sends the user name and
+                # password, EXTERNAL sends nothing (the broker takes the user
+                # from the client certificate).
+                auth=cfg.auth_mechanism,
             )
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()

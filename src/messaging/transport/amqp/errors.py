@@ -188,6 +188,24 @@ def _connect_error(
             f"broker's certificate in RABBITMQ__TLS_CA_FILE, or the name the certificate "
             f"carries in RABBITMQ__TLS_SERVER_NAME (retrying cannot fix this)"
         )
+    if isinstance(exc, amqp_errors.AuthenticationError) and exc.args:
+        return AuthenticationFailedError(
+            f"the broker at {where} does not offer the SASL mechanism "
+            f"{config.auth_mechanism.upper()} (RABBITMQ__AUTH_MECHANISM={config.auth_mechanism}); "
+            f"it offers only {exc.args[0]!r}. Set RABBITMQ__AUTH_MECHANISM to one it offers, or "
+            f"enable the mechanism on the broker (auth_mechanisms in rabbitmq.conf; EXTERNAL "
+            f"needs the rabbitmq_auth_mechanism_ssl plugin). Retrying cannot fix this."
+        )
+    if code == 403 and config.auth_mechanism == "external":
+        return AuthenticationFailedError(
+            f"the broker at {where} refused the certificate login (SASL mechanism EXTERNAL, "
+            f"RABBITMQ__AUTH_MECHANISM=external) with the client certificate "
+            f"{str(config.tls_cert_file)!r} (RABBITMQ__TLS_CERT_FILE): {_describe(exc)}. The "
+            f"broker needs the rabbitmq_auth_mechanism_ssl plugin, EXTERNAL in its "
+            f"auth_mechanisms, and a user named after the certificate (its CN with "
+            f"ssl_cert_login_from = common_name) with permissions on the vhost "
+            f"(retrying cannot fix this)"
+        )
     if code == 403:
         return AuthenticationFailedError(
             f"the broker at {where} refused the login of user {node.username!r}: "
