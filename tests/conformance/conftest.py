@@ -27,9 +27,9 @@ import pytest
 from pydantic import SecretStr
 
 from messaging import RabbitMQConfig
+from messaging.transport.base import Properties
 from messaging.transport.memory import ManualClock, MemoryBroker, install_broker, remove_broker
 from messaging.transport.memory.errors import BrokerError
-from messaging.transport.memory.model import MessageProperties
 from tests.broker_env import BROKER
 from tests.faults.toolkit import broker as rabbit
 
@@ -316,7 +316,7 @@ class MemoryTarget(Target):
         if "type" in props:
             props["message_type"] = props.pop("type")
         channel = self._raw.channel()
-        channel.basic_publish(body, exchange, routing_key, MessageProperties(**props))
+        channel.basic_publish(body, exchange, routing_key, Properties(**props))
         channel.close()
 
     def declare_raw(

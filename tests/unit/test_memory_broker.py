@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from messaging.transport.base import Properties
 from messaging.transport.memory.broker import Channel, MemoryBroker
 from messaging.transport.memory.clock import ManualClock
 from messaging.transport.memory.errors import (
@@ -21,7 +22,7 @@ from messaging.transport.memory.errors import (
     PreconditionFailedError,
     ResourceLockedError,
 )
-from messaging.transport.memory.model import Delivery, MessageProperties
+from messaging.transport.memory.model import Delivery
 
 
 @pytest.fixture
@@ -220,7 +221,7 @@ def dlx_setup(channel: Channel) -> None:
 
 def test_reject_dead_letters_with_x_death(channel: Channel, broker: MemoryBroker) -> None:
     dlx_setup(channel)
-    channel.basic_publish(b"bad", "", "work", MessageProperties(message_id="m1"))
+    channel.basic_publish(b"bad", "", "work", Properties(message_id="m1"))
     inbox = Inbox()
     channel.basic_consume("work", inbox)
     channel.basic_reject(inbox.deliveries[0].delivery_tag, requeue=False)
@@ -264,7 +265,7 @@ def test_queue_ttl_expires_on_the_clock_and_dead_letters(
 
 def test_per_message_expiration(clock: ManualClock, channel: Channel, broker: MemoryBroker) -> None:
     declare_queue(channel, "q")
-    channel.basic_publish(b"short", "", "q", MessageProperties(expiration="1000"))
+    channel.basic_publish(b"short", "", "q", Properties(expiration="1000"))
     clock.advance(1.0)
     assert broker.peek("q") == []
 
@@ -341,7 +342,7 @@ def test_direct_reply_to_routes_the_answer_to_the_asking_channel(
     replies = Inbox()
     channel.basic_consume("amq.rabbitmq.reply-to", replies, no_ack=True)
     channel.basic_publish(
-        b"ask", "", "service", MessageProperties(reply_to="amq.rabbitmq.reply-to")
+        b"ask", "", "service", Properties(reply_to="amq.rabbitmq.reply-to")
     )
     (request,) = broker.peek("service")
     address = request.properties.reply_to
@@ -356,7 +357,7 @@ def test_direct_reply_to_needs_the_reply_consumer_first(channel: Channel) -> Non
     declare_queue(channel, "service")
     with pytest.raises(PreconditionFailedError, match="fast reply consumer does not exist"):
         channel.basic_publish(
-            b"ask", "", "service", MessageProperties(reply_to="amq.rabbitmq.reply-to")
+            b"ask", "", "service", Properties(reply_to="amq.rabbitmq.reply-to")
         )
 
 

@@ -28,8 +28,9 @@ from messaging.headers import (
 from messaging.publisher import EventPublisher
 from messaging.serialization import deserialize, message_class_for
 from messaging.topology import dlq_name
+from messaging.transport.base import Properties
 from messaging.transport.memory import ManualClock, MemoryBroker, install_broker, remove_broker
-from messaging.transport.memory.model import Message, MessageProperties
+from messaging.transport.memory.model import Message
 
 
 class _SyncConsumer(Protocol):
@@ -53,7 +54,7 @@ class Stored:
     message: ProtoMessage
     routing_key: str
     """The key it was published with (also after a retry or dead-lettering)."""
-    properties: MessageProperties
+    properties: Properties
     headers: dict[str, Any] = field(default_factory=dict)
 
 

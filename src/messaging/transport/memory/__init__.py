@@ -13,14 +13,13 @@ from messaging.transport.memory.broker import (
     remove_broker,
 )
 from messaging.transport.memory.clock import Clock, ManualClock, SystemClock
-from messaging.transport.memory.model import Message, MessageProperties
+from messaging.transport.memory.model import Message
 
 __all__ = [
     "Clock",
     "ManualClock",
     "MemoryBroker",
     "Message",
-    "MessageProperties",
     "QueueState",
     "SystemClock",
     "get_broker",

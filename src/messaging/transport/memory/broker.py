@@ -46,10 +46,10 @@ from messaging.transport.memory.exchange import EXCHANGE_TYPES, Binding, Exchang
 from messaging.transport.memory.model import (
     Delivery,
     Message,
-    MessageProperties,
     PublishResult,
     Queued,
     Returned,
+    stored_copy,
 )
 from messaging.transport.memory.settings import QueueSettings
 
@@ -283,7 +283,7 @@ class MemoryBroker:
         queued = Queued(
             message=Message(
                 message.body,
-                MessageProperties.copy_of(message.properties),
+                stored_copy(message.properties),
                 message.exchange,
                 list(message.routing_keys),
             ),
@@ -376,7 +376,7 @@ class MemoryBroker:
             )
             return
         original = queued.message
-        properties = MessageProperties.copy_of(original.properties)
+        properties = stored_copy(original.properties)
         headers = dict(properties.headers or {})
         deaths = [dict(d) for d in headers.get("x-death") or [] if isinstance(d, Mapping)]
         same = next(
@@ -776,7 +776,7 @@ class Channel:
         """Route and store a message; the result is what a confirming publisher hears."""
         with self._operation():
             broker = self.broker
-            props = MessageProperties.copy_of(properties)
+            props = stored_copy(properties)
             if props.reply_to == DIRECT_REPLY_TO:
                 if self._reply_token is None:
                     raise PreconditionFailedError("fast reply consumer does not exist")
@@ -1026,7 +1026,7 @@ def _delivery(
     message_count: int | None = None,
 ) -> Delivery:
     message = queued.message
-    properties = MessageProperties.copy_of(message.properties)
+    properties = stored_copy(message.properties)
     if queue.settings.queue_type == "quorum" and queued.delivery_count:
         properties.headers = {
             **(properties.headers or {}),

@@ -4,42 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from messaging.transport.base import Properties
 
-@dataclass(slots=True)
-class MessageProperties:
-    """The AMQP basic properties, under the names the AMQP transport uses too."""
 
-    content_type: str | None = None
-    content_encoding: str | None = None
-    headers: dict[str, Any] | None = None
-    delivery_mode: int | None = None
-    priority: int | None = None
-    correlation_id: str | None = None
-    reply_to: str | None = None
-    expiration: str | None = None
-    message_id: str | None = None
-    timestamp: datetime | None = None
-    message_type: str | None = None
-    user_id: str | None = None
-    app_id: str | None = None
-    cluster_id: str | None = None
+def stored_copy(properties: object | None) -> Properties:
+    """The broker's own copy of any object with the AMQP property names (headers copied too).
 
-    @classmethod
-    def copy_of(cls, properties: object | None) -> MessageProperties:
-        """Our own copy of any object with these attributes (the headers copied too).
-
-        The broker never keeps a reference into what the publisher may change
-        after publishing, as RabbitMQ keeps the bytes it received.
-        """
-        if properties is None:
-            return cls()
-        values = {f.name: getattr(properties, f.name, None) for f in dataclasses.fields(cls)}
-        headers = values["headers"]
-        values["headers"] = _deep_copy(headers) if headers else None
-        return cls(**values)
+    The broker never keeps a reference into what the publisher may change
+    after publishing, as RabbitMQ keeps the bytes it received.
+    """
+    if properties is None:
+        return Properties()
+    values = {f.name: getattr(properties, f.name, None) for f in dataclasses.fields(Properties)}
+    headers = values["headers"]
+    values["headers"] = _deep_copy(headers) if headers else None
+    return Properties(**values)
 
 
 def _deep_copy(value: Any) -> Any:
@@ -55,7 +36,7 @@ class Message:
     """A message as the broker stores it: body, properties, where it was published."""
 
     body: bytes
-    properties: MessageProperties
+    properties: Properties
     exchange: str
     routing_keys: list[str]
     """The routing key it was published (or dead-lettered) with: the first one routes it."""
@@ -83,7 +64,7 @@ class Delivery:
     """A message handed to a consumer or returned by ``basic_get``."""
 
     body: bytes
-    properties: MessageProperties
+    properties: Properties
     exchange: str
     routing_key: str
     delivery_tag: int
@@ -100,7 +81,7 @@ class Returned:
     """A mandatory message no queue took (RabbitMQ's basic.return, 312 NO_ROUTE)."""
 
     body: bytes
-    properties: MessageProperties
+    properties: Properties
     exchange: str
     routing_key: str
     reply_code: int = 312

@@ -30,6 +30,7 @@ from messaging.transport.base import (
     DeliveryCallback,
     InlineCallback,
     MessageProperties,
+    Properties,
     QueueInfo,
     ReopenListener,
 )
@@ -41,7 +42,6 @@ from messaging.transport.memory.errors import (
     NotFoundError,
 )
 from messaging.transport.memory.model import Delivery as BrokerDelivery
-from messaging.transport.memory.model import MessageProperties as StoredProperties
 from messaging.transport.memory.translate import (
     translate_publish_error,
     translate_publish_result,
@@ -59,7 +59,7 @@ class MemoryDelivery:
     """A delivery as the core sees it: the broker's message and the channel generation."""
 
     body: bytes
-    properties: StoredProperties
+    properties: Properties
     delivery_tag: int
     redelivered: bool
     exchange: str
