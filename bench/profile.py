@@ -28,8 +28,8 @@ from run import run_worker
 PROFILE_MESSAGES = {"publish": 10_000, "consume100": 50_000, "consume1": 10_000, "rpc": 3_000}
 
 
-def file_name(work: str, impl: str) -> str:
-    return f"{work}--{impl.replace(' ', '-').replace('+', '-')}.svg"
+def file_name(work: str, impl: str, suffix: str = ".svg") -> str:
+    return f"{work}--{impl.replace(' ', '-').replace('+', '-')}{suffix}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help=f"comma-separated rows of {list(ROWS)}")
     parser.add_argument("--impl", action="append", default=None, help="implementation (repeat)")
     parser.add_argument("--messages", type=int, default=None, help="override N for every row")
+    parser.add_argument(
+        "--raw", action="store_true", help="collapsed stacks (.txt, for bench/hotspots.py), not SVG"
+    )
     args = parser.parse_args(argv)
 
     load_all()
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             if (name in args.impl if args.impl else not (impl.raw or impl.anchor))
         ]
         for name in impls:
-            svg = args.out / file_name(work, name)
+            svg = args.out / file_name(work, name, ".txt" if args.raw else ".svg")
             n = args.messages or PROFILE_MESSAGES[work]
             print(f"  {work} {name} (n={n}) -> {svg}", file=sys.stderr, flush=True)
             os.environ[PROFILE_ENV] = str(svg.resolve())

@@ -37,13 +37,18 @@ def py_spy() -> str:
 
 @contextmanager
 def profiled() -> Iterator[None]:
-    """Record a flame graph of the body if BENCH_PROFILE_SVG names an output file."""
+    """Record a flame graph of the body if BENCH_PROFILE_SVG names an output file.
+
+    A name ending in ``.txt`` gets py-spy's collapsed stacks instead of an SVG.
+    """
     target = os.environ.get(PROFILE_ENV)
     if not target:
         yield
         return
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     cmd = [py_spy(), "record", "--pid", str(os.getpid()), "--output", target]
+    if target.endswith(".txt"):  # collapsed stacks, for reading with a script
+        cmd += ["--format", "raw"]
     cmd += ["--rate", str(SAMPLE_RATE), "--threads", "--nolineno"]
     spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
