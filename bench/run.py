@@ -110,8 +110,10 @@ def run_with_retry(impl: str, work: str, messages: int) -> tuple[Sample | str, l
     return failures[-1], failures[:-1]
 
 
-def measure(work: str, messages: int, repeat: int) -> list[Result]:
-    impls = REGISTRY[work]
+def measure(
+    work: str, messages: int, repeat: int, only: list[str] | None = None
+) -> list[Result]:
+    impls = {n: i for n, i in REGISTRY[work].items() if only is None or n in only}
     results = {
         name: Result(name, impl.raw, [], [], anchor=impl.anchor) for name, impl in impls.items()
     }
@@ -229,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help=f"comma-separated rows of {list(ROWS)}")
     parser.add_argument("--repeat", type=int, default=3, help="runs per implementation (median)")
     parser.add_argument("--json", type=Path, default=None, help="write all samples here")
+    parser.add_argument(
+        "--impl", action="append", default=None, help="only this implementation (repeat; A/B runs)"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -260,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     tables: list[str] = []
     for work in rows:
         messages = args.messages or ROWS[work].default_messages
-        results = measure(work, messages, args.repeat)
+        results = measure(work, messages, args.repeat, args.impl)
         tables.append(table(work, results, messages))
         report["rows"][work] = {
             "messages": messages,

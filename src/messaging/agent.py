@@ -150,6 +150,14 @@ class BaseAgent(EventSubscriber):
         caller's ``reply_to`` in its context and passes it here.
         """
         reply_to = reply_to or self.agent.reply_to_for(correlation_id)
+        reply = self.agent.direct_reply(response, correlation_id, reply_to)
+        if reply is not None:
+            # From the handler in hand: sent without a wait, and the request
+            # is acked once it is sent (a failure settles it as the handler's).
+            sending = self.agent.publisher.send_reply(reply)
+            if not self.agent.publisher.closed and self._reply_in_hand(sending):
+                return reply.message_id
+            return self._portal.call(sending)
         return self._portal.call(
             self.agent.publish_response(response, routing_key, correlation_id, reply_to)
         )

@@ -48,8 +48,6 @@ AuthMechanism = Literal["plain", "external"]
 client certificate, RabbitMQ's ``rabbitmq_auth_mechanism_ssl`` plugin)."""
 
 
-
-
 @dataclass(frozen=True)
 class BrokerNode:
     """One broker node to connect to: where, how (TLS or not) and as whom."""
@@ -333,8 +331,10 @@ def _parse_urls(text: str, defaults: RabbitMQConfig) -> tuple[str | None, tuple[
             "RABBITMQ__URL mixes amqp:// and amqps://; every node of one cluster is reached "
             "the same way: use amqps:// for all of them (or amqp:// for all)"
         )
-    nodes = tuple(_node(split, scheme, defaults, index) for index, (scheme, split) in
-                  enumerate(parsed, start=1))
+    nodes = tuple(
+        _node(split, scheme, defaults, index)
+        for index, (scheme, split) in enumerate(parsed, start=1)
+    )
     vhosts = {node.vhost for node in nodes}
     if len(vhosts) > 1:
         shown = ", ".join(sorted(repr(v) for v in vhosts))

@@ -73,14 +73,15 @@ def idempotent(deduplicator: SeenMessages) -> Callable[[Handler], Handler]:
             return False
 
         if inspect.iscoroutinefunction(handler):
-
             # A shared store (Redis) waits on the network: off the event loop.
             blocking = bool(getattr(deduplicator, "blocking", False))
 
             @functools.wraps(handler)
             async def async_wrapper(self: Any, message: Any, properties: dict[str, Any]) -> Any:
-                if await asyncio.to_thread(duplicate, properties) if blocking else duplicate(
-                    properties
+                if (
+                    await asyncio.to_thread(duplicate, properties)
+                    if blocking
+                    else duplicate(properties)
                 ):
                     return None
                 result = await handler(self, message, properties)

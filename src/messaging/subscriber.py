@@ -15,13 +15,13 @@ import queue
 import signal
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from types import FrameType
 from typing import Any, ClassVar, Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging._portal import Portal
+from messaging._portal import Portal, Started
 from messaging._shutdown import Watchdog
 from messaging.aio import hooks
 from messaging.aio.consumer import Consumer
@@ -93,6 +93,9 @@ class EventSubscriber(ABC):
         self._stopping = threading.Event()
         self._running = threading.Event()
         self._deadline = Watchdog(agent_name, self.shutdown_timeout)
+        # Replies started by the handler in hand (see _reply_in_hand), on _worker only.
+        self._replies: list[Started[Any]] | None = None
+        self._worker: threading.Thread | None = None
 
     @property
     def exchange_name(self) -> str:
@@ -186,6 +189,7 @@ class EventSubscriber(ABC):
         return self._stopping.is_set() and self._running.is_set()
 
     def _work(self) -> None:
+        self._worker = threading.current_thread()
         inbox, pipeline = self._inbox, self._pipeline
         assert pipeline is not None
         # Acks wait while more deliveries are already here, up to half the
@@ -201,9 +205,24 @@ class EventSubscriber(ABC):
                 break
             if not pipeline.is_current(delivery):
                 continue  # its channel is gone; the broker has requeued it
-            error = pipeline.handle(delivery, self.handle_message)
+            replies: list[Started[Any]] = []
+            self._replies = replies
+            try:
+                error = pipeline.handle(delivery, self.handle_message)
+            finally:
+                self._replies = None
             wake = error is not None or inbox.empty() or pipeline.handed_over >= batch
-            pipeline.settle_threadsafe(delivery, error, wake=wake)
+            pipeline.settle_threadsafe(delivery, error, wake=wake, after=replies)
+
+    def _reply_in_hand(self, reply: Coroutine[Any, Any, Any]) -> bool:
+        """Send ``reply`` without waiting, if a handler of ours is running on this
+        thread: the message in hand is then settled once the reply is sent
+        (failed if it failed). False (``reply`` untouched): the caller waits."""
+        replies = self._replies
+        if replies is None or threading.current_thread() is not self._worker:
+            return False
+        replies.append(self._portal.start(reply))
+        return True
 
     def _on_delivery(self, delivery: Delivery) -> None:
         pipeline = self._pipeline

@@ -17,9 +17,10 @@ from prometheus_client import REGISTRY
 from messaging import BaseAgent, ConnectionPool, RequestTimeoutError, UnroutableMessageError
 from messaging.aio import AsyncBaseAgent, AsyncConnectionPool
 from messaging.config import RabbitMQConfig
+from messaging.errors import PublishTimeoutError
 from messaging.generated import messages_pb2
 from tests.conftest import Names, RawBroker
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import unacked, wait_for
 
 
 class Echo(BaseAgent):
@@ -297,3 +298,78 @@ def test_replies_to_direct_reply_to_go_unconfirmed_on_a_reply_channel(
     finally:
         stopped(echo, thread)
         client.close()
+
+
+class ReplyThenWait(BaseAgent):
+    """Answers at once, then holds the request until ``release`` is set."""
+
+    def __init__(self, pool: ConnectionPool, names: Names, exchange: str, **options: Any) -> None:
+        self.release = threading.Event()
+        self.handled = 0
+        super().__init__(
+            pool, "holder", ["hold.request"], exchange, names.queue("holder"), **options
+        )
+
+    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
+        return {"hold.request": messages_pb2.MyRequest}
+
+    def route_message(
+        self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
+    ) -> None:
+        self.handled += 1
+        self.publish_response(
+            messages_pb2.MyResponse(text="early"), "hold.response", properties["correlation_id"]
+        )
+        assert self.release.wait(20)
+
+
+def test_a_direct_reply_goes_out_before_the_handler_returns_and_the_ack_after(
+    pool: ConnectionPool, names: Names
+) -> None:
+    """publish_response from the handler does not wait for the IO thread, but the
+    request stays unacked until both the handler returned and the reply was sent."""
+    agent = ReplyThenWait(pool, names, names.exchange)
+    client = Collector(pool, names, names.exchange, {}, ["unused.key"])
+    thread = running(agent)
+    queue = names.queue("holder")
+    try:
+        reply = client.request(messages_pb2.MyRequest(text="x"), "hold.request", 20)
+        assert reply.text == "early"  # type: ignore[attr-defined]
+        assert unacked(queue) == 1, "acked before its handler returned"
+        agent.release.set()
+        wait_for(lambda: unacked(queue) == 0, what="the ack once the handler returned")
+    finally:
+        agent.release.set()
+        stopped(agent, thread)
+        client.close()
+    assert agent.handled == 1
+
+
+def test_a_reply_that_fails_to_send_fails_the_request_like_a_handler_error(
+    pool: ConnectionPool, names: Names, raw: RawBroker
+) -> None:
+    """The handler no longer sees a direct reply's send error: the delivery does, so
+    the request is retried (and answered) rather than acked unanswered."""
+    agent = ReplyThenWait(pool, names, names.exchange, retry_delays=[0.2])
+    agent.release.set()
+    publisher = agent.agent.publisher
+    real_send_reply = publisher.send_reply
+    failures = [PublishTimeoutError("injected: the reply could not be sent")]
+
+    async def send_reply_failing_once(outgoing: Any) -> str:
+        if failures:
+            raise failures.pop()
+        return await real_send_reply(outgoing)
+
+    publisher.send_reply = send_reply_failing_once  # type: ignore[method-assign]
+    client = Collector(pool, names, names.exchange, {}, ["unused.key"])
+    thread = running(agent)
+    try:
+        reply = client.request(messages_pb2.MyRequest(text="x"), "hold.request", 20)
+        wait_for(lambda: unacked(names.queue("holder")) == 0, what="the retried request's ack")
+    finally:
+        stopped(agent, thread)
+        client.close()
+    assert reply.text == "early"  # type: ignore[attr-defined]
+    assert agent.handled == 2, "the request whose reply failed was handled again"
+    assert raw.depth(f"{names.queue('holder')}.dlq") == 0

@@ -18,6 +18,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.failures import Republisher
 from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
+from messaging.aio.outgoing import OutgoingMessage
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.aio.rpc import DIRECT_REPLY_TO
@@ -151,15 +152,8 @@ class AgentCore:
         correlation_id: str,
         reply_to: str | None,
     ) -> str:
-        metadata = getattr(response, "metadata", None)
-        if metadata is not None and not metadata.correlation_id:
-            metadata.correlation_id = correlation_id
-        if reply_to and reply_to.startswith(DIRECT_REPLY_TO):
-            # The caller waits on a direct reply-to pseudo-queue: no confirm
-            # (AsyncEventPublisher.send_reply says why).
-            reply = self.publisher.prepare(
-                response, reply_to, correlation_id=correlation_id, exchange=""
-            )
+        reply = self.direct_reply(response, correlation_id, reply_to)
+        if reply is not None:
             return await self.publisher.send_reply(reply)
         if reply_to:
             return await self.publisher.publish(
@@ -174,6 +168,24 @@ class AgentCore:
         self, message: ProtoMessage, routing_key: str, timeout: float
     ) -> ProtoMessage:
         return await self.publisher.request(message, routing_key, timeout)
+
+    def direct_reply(
+        self, response: ProtoMessage, correlation_id: str, reply_to: str | None
+    ) -> OutgoingMessage | None:
+        """The answer, encoded, when it goes to a caller waiting on direct reply-to.
+
+        Such a reply is sent without a confirm (``AsyncEventPublisher.send_reply``
+        says why). None for any other destination. Pure CPU work: the sync
+        agent runs it on the handler's thread.
+        """
+        metadata = getattr(response, "metadata", None)
+        if metadata is not None and not metadata.correlation_id:
+            metadata.correlation_id = correlation_id
+        if not (reply_to and reply_to.startswith(DIRECT_REPLY_TO)):
+            return None
+        return self.publisher.prepare(
+            response, reply_to, correlation_id=correlation_id, exchange=""
+        )
 
     @staticmethod
     def reply_to_for(correlation_id: str) -> str | None:

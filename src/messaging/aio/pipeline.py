@@ -24,8 +24,8 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -38,6 +38,13 @@ log = logging.getLogger("messaging.subscriber")
 
 SyncHandler = Callable[[ProtoMessage, dict[str, Any]], None]
 AsyncHandler = Callable[[ProtoMessage, dict[str, Any]], Awaitable[None]]
+
+
+class Started(Protocol):
+    """Work another thread started on the loop (``messaging._portal.Started``)."""
+
+    @property
+    def task(self) -> asyncio.Task[Any] | None: ...
 
 
 class AckWindow:
@@ -118,7 +125,8 @@ class Pipeline:
         self.loop = loop
         self.acks = AckWindow(consumer, loop)
         self._moving: set[asyncio.Task[None]] = set()
-        self._handoff: deque[tuple[Delivery, BaseException | None]] = deque()
+        self._handoff: deque[tuple[Delivery, BaseException | None, Sequence[Started]]] = deque()
+        self._replying: set[asyncio.Future[None]] = set()
         self._handoff_lock = threading.Lock()
         self._handoff_scheduled = False
         self._own_publisher: AsyncEventPublisher | None = None
@@ -199,15 +207,22 @@ class Pipeline:
             self._move(self.failures.fail(delivery, error), delivery)
 
     def settle_threadsafe(
-        self, delivery: Delivery, error: BaseException | None, *, wake: bool = True
+        self,
+        delivery: Delivery,
+        error: BaseException | None,
+        *,
+        wake: bool = True,
+        after: Sequence[Started] = (),
     ) -> None:
         """:meth:`settle` from another thread.
 
         ``wake=False`` leaves the outcome for a later wake-up: the caller knows
         more follow soon, so they can share one wake-up of the loop and one
-        ``multiple=True`` ack.
+        ``multiple=True`` ack. ``after``: replies the handler started and did
+        not wait for; ``delivery`` is settled once they are sent, as a failure
+        if one of them failed (as if the handler had raised it).
         """
-        self._handoff.append((delivery, error))
+        self._handoff.append((delivery, error, after))
         if not wake:
             return
         with self._handoff_lock:
@@ -226,12 +241,47 @@ class Pipeline:
             self._handoff_scheduled = False
         handoff = self._handoff
         while handoff:
-            delivery, error = handoff.popleft()
-            if error is None:
+            delivery, error, after = handoff.popleft()
+            if after and error is None:
+                self._settle_after(delivery, after)
+            elif error is None:
                 self.acks.done(delivery.delivery_tag, delivery.generation, flush_soon=False)
             else:
                 self._move(self.failures.fail(delivery, error), delivery)
         self.acks.flush()
+
+    def _settle_after(self, delivery: Delivery, after: Sequence[Started]) -> None:
+        """Settle ``delivery`` once every reply in ``after`` is done."""
+        replies = [started.task for started in after if started.task is not None]
+        if len(replies) < len(after):
+            # A wake-up queued before the reply was started took this outcome:
+            # the reply's start is already queued, so this runs after it.
+            self.loop.call_soon(self._settle_after, delivery, after)
+            return
+        waiting = [reply for reply in replies if not reply.done()]
+        if not waiting:
+            self._settle_replied(delivery, replies)
+            return
+        remaining = len(waiting)
+
+        def one_done(_: asyncio.Task[Any]) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0:
+                self._replying.discard(gate)
+                self._settle_replied(delivery, replies)
+                gate.set_result(None)
+
+        gate: asyncio.Future[None] = self.loop.create_future()  # what drain() waits for
+        self._replying.add(gate)
+        for reply in waiting:
+            reply.add_done_callback(one_done)
+
+    def _settle_replied(self, delivery: Delivery, replies: list[asyncio.Task[Any]]) -> None:
+        if any(reply.cancelled() for reply in replies):
+            return  # left unsettled: the broker requeues it when the channel closes
+        errors = [e for e in (reply.exception() for reply in replies) if e is not None]
+        self.settle(delivery, errors[0] if errors else None)
 
     def _move(self, moving: Coroutine[Any, Any, None], delivery: Delivery) -> None:
         """Run a failure route for ``delivery``; its tag stays open until it is settled."""
@@ -259,6 +309,9 @@ class Pipeline:
     async def drain(self) -> None:
         """Settle what was handed over, ack what is done, wait for messages being moved."""
         self._take_handoff()
+        await asyncio.sleep(0)  # replies started just before their outcome came
+        if self._replying:
+            await asyncio.wait(set(self._replying))
         if self._moving:
             await asyncio.wait(set(self._moving))
         self.acks.flush()

@@ -36,7 +36,6 @@ from messaging.transport import Channel, ConnectionLost, MessageProperties, Prop
 log = logging.getLogger("messaging.publisher")
 
 
-
 class AsyncEventPublisher:
     """Publishes protobuf messages to a topic exchange and waits for the broker's confirm.
 

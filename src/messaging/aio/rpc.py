@@ -15,6 +15,7 @@ their timeout.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import uuid
@@ -97,33 +98,24 @@ class AsyncRequester:
         # reply is dropped here with a warning.
         outgoing.properties.expiration = str(max(1, math.ceil(timeout * 1000)))
         self._pending[correlation_id] = future
-        sending: asyncio.Task[str] | None = None
+        # Reply or return: the request is mandatory, so one that no queue
+        # takes is returned and fails `sending`, which fails the caller; one
+        # that was routed is answered. A reply proves the request arrived, so
+        # the confirm is not waited for once the reply is here (a persistent
+        # request's confirm can come after the reply). No asyncio.wait or
+        # timeout scope: two callbacks and one timer per request.
+        sending = loop.create_task(self.publisher.send(outgoing))
+        sending.add_done_callback(functools.partial(_fail_on_refusal, future))
+        expiry = loop.call_later(timeout, _expire, future, routing_key, timeout, correlation_id)
         try:
-            async with asyncio.timeout(timeout):
-                # Reply or return: the request is mandatory, so one that no
-                # queue takes is returned and fails `sending`; one that was
-                # routed is answered. A reply proves the request arrived, so
-                # the confirm is not waited for once the reply is here (a
-                # persistent request's confirm can come after the reply).
-                sending = loop.create_task(self.publisher.send(outgoing))
-                await asyncio.wait((sending, future), return_when=asyncio.FIRST_COMPLETED)
-                if not future.done():
-                    await sending  # raises if the request was returned or nacked
-                return await future
-        except TimeoutError:
-            raise RequestTimeoutError(
-                f"no reply to {routing_key!r} within {timeout:.1f}s "
-                f"[correlation_id={correlation_id}]"
-            ) from None
+            return await future
         finally:
+            expiry.cancel()
             self._pending.pop(correlation_id, None)
-            if sending is not None:
-                if not sending.done():
-                    # Answered (or given up on) before the confirm came: stop
-                    # waiting for it, and never send the request again.
-                    sending.cancel()
-                elif not sending.cancelled():
-                    sending.exception()  # seen: a failure after the reply changes nothing
+            if not sending.done():
+                # Answered (or given up on) before the confirm came: stop
+                # waiting for it, and never send the request again.
+                sending.cancel()
 
     def _on_reply(self, delivery: Delivery) -> None:
         props = delivery.properties
@@ -151,3 +143,24 @@ class AsyncRequester:
                         f"may or may not have been handled [correlation_id={correlation_id}]"
                     )
                 )
+
+
+def _fail_on_refusal(reply: asyncio.Future[ProtoMessage], sending: asyncio.Task[str]) -> None:
+    """The request was returned, nacked or never sent: its caller gets that error."""
+    if sending.cancelled():
+        return
+    error = sending.exception()  # always retrieved: a failure after the reply changes nothing
+    if error is not None and not reply.done():
+        reply.set_exception(error)
+
+
+def _expire(
+    reply: asyncio.Future[ProtoMessage], routing_key: str, timeout: float, correlation_id: str
+) -> None:
+    if not reply.done():
+        reply.set_exception(
+            RequestTimeoutError(
+                f"no reply to {routing_key!r} within {timeout:.1f}s "
+                f"[correlation_id={correlation_id}]"
+            )
+        )

@@ -116,10 +116,9 @@ class AsyncEventSubscriber(ABC):
     async def start(self) -> None:
         """Declare the queue and its dead-lettering, then start consuming; returns at once."""
         self._stopped = asyncio.Event()
-        self._pipeline = Pipeline.open(
-            self.consumer, asyncio.get_running_loop(), self._failure_publisher()
-        )
-        await self.consumer.start(self._on_delivery)
+        self._loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        self._pipeline = Pipeline.open(self.consumer, self._loop, self._failure_publisher())
+        await self.consumer.start(self._on_delivery, inline=True)
         hooks.subscriber_started(self.connection_pool, self)  # the health endpoint, if asked for
 
     async def start_consuming(self) -> None:
@@ -197,16 +196,18 @@ class AsyncEventSubscriber(ABC):
         """True from :meth:`stop` (or SIGTERM) until it has closed the consumer."""
         return self._stopping
 
-    async def _on_delivery(self, delivery: Delivery) -> None:
-        # The transport runs this as a task of its own per delivery.
+    def _on_delivery(self, delivery: Delivery) -> None:
+        # Called on the transport's reader (inline: no Task of its own); the
+        # handler gets one task, started here in delivery order.
         pipeline = self._pipeline
         if pipeline is None:
             return  # stopped: unsettled, so the broker requeues it
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_hand.add(task)
-        try:
-            await pipeline.handle_async(delivery, self.handle_message)
-        finally:
-            if task is not None:
-                self._in_hand.discard(task)
+        task = self._loop.create_task(pipeline.handle_async(delivery, self.handle_message))
+        self._in_hand.add(task)
+        task.add_done_callback(self._handled)
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._in_hand.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The pipeline settles handler errors itself: this is a defect of ours.
+            log.error("delivery pipeline failed", exc_info=task.exception())

@@ -44,8 +44,10 @@ def build(type_name: str, json_text: str, agent: str, correlation_id: str | None
     message = from_json(full_type_name(type_name), json_text)
     field = message.DESCRIPTOR.fields_by_name.get("metadata")
     metadata_type = messages_pb2.Metadata.DESCRIPTOR.full_name
-    if field is not None and field.message_type is not None and (
-        field.message_type.full_name == metadata_type
+    if (
+        field is not None
+        and field.message_type is not None
+        and (field.message_type.full_name == metadata_type)
     ):
         given: messages_pb2.Metadata = getattr(message, "metadata")  # noqa: B009
         metadata = create_metadata(agent, correlation_id)

@@ -137,7 +137,11 @@ class DataAgent(DemoAgent):
                 point.time.FromDatetime(when)
             log.info(
                 "data: %d days of %s, last %.2f %s [correlation_id=%s]",
-                len(points), message.symbol, points[-1][1], prices.CURRENCY, correlation_id,
+                len(points),
+                message.symbol,
+                points[-1][1],
+                prices.CURRENCY,
+                correlation_id,
             )
         else:
             known = ", ".join(prices.known_symbols())
@@ -151,7 +155,8 @@ class DataAgent(DemoAgent):
             )
             log.info(
                 "data: no prices for %r, answering SYMBOL_NOT_FOUND [correlation_id=%s]",
-                message.symbol, correlation_id,
+                message.symbol,
+                correlation_id,
             )
         self.publish_response(response, "data.response", correlation_id)
 
@@ -201,7 +206,9 @@ class AnalysisAgent(DemoAgent):
             )
             log.info(
                 "analysis: %s %s [correlation_id=%s]",
-                message.symbol, response.summary, correlation_id,
+                message.symbol,
+                response.summary,
+                correlation_id,
             )
         self.publish_response(response, "analysis.response", correlation_id)
 
@@ -242,7 +249,8 @@ class QueryAgent(DemoAgent):
             # Not ours, or it came after its workflow expired: nobody is waiting.
             log.warning(
                 "query: %s with no workflow waiting for it, dropped [correlation_id=%s]",
-                routing_key, correlation_id,
+                routing_key,
+                correlation_id,
             )
         elif isinstance(message, pb.DataResponse):
             self._on_data(message, correlation_id, context)
@@ -283,7 +291,9 @@ class QueryAgent(DemoAgent):
         )
         log.info(
             "query: %r -> asking data_agent for %s [correlation_id=%s]",
-            message.query, symbol, correlation_id,
+            message.query,
+            symbol,
+            correlation_id,
         )
         self.publish_request(request, "data.request", context=context)
 
@@ -293,7 +303,8 @@ class QueryAgent(DemoAgent):
         if message.HasField("error"):
             log.info(
                 "query: data_agent answered %s [correlation_id=%s]",
-                message.error.code, correlation_id,
+                message.error.code,
+                correlation_id,
             )
             self._answer(
                 context, correlation_id, f"Sorry, {message.error.message}", error=message.error
@@ -308,7 +319,9 @@ class QueryAgent(DemoAgent):
         )
         log.info(
             "query: got %d prices of %s -> asking analysis_agent [correlation_id=%s]",
-            len(message.points), message.symbol, correlation_id,
+            len(message.points),
+            message.symbol,
+            correlation_id,
         )
         self.publish_request(request, "analysis.request", context=context)
 

@@ -74,9 +74,7 @@ class AskClient:
     def close(self) -> None:
         self._publisher.close()
 
-    def ask(
-        self, question: str, timeout: float = 30.0, out: Printer | None = None
-    ) -> Answer:
+    def ask(self, question: str, timeout: float = 30.0, out: Printer | None = None) -> Answer:
         """Send ``question`` as a QueryRequest and wait up to ``timeout`` seconds for the answer."""
         request = pb.QueryRequest(metadata=create_metadata(self.agent_name), query=question)
         correlation_id = request.metadata.correlation_id

@@ -103,8 +103,7 @@ class InProcessAgents:
             if all(agent.is_consuming for agent in self._agents.values()):
                 self.out(
                     "demo",
-                    f"all {len(self._agents)} agents consuming "
-                    f"({time.monotonic() - started:.1f}s)",
+                    f"all {len(self._agents)} agents consuming ({time.monotonic() - started:.1f}s)",
                 )
                 return
             if time.monotonic() - started > self.ready_timeout:

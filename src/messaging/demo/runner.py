@@ -48,9 +48,7 @@ def run_agent(agent_class: type[DemoAgent], argv: Sequence[str] | None = None) -
     configure_logging()
     try:
         settings = load_config()
-        rabbitmq = settings.rabbitmq.model_copy(
-            update={"connection_name": agent_class.AGENT_NAME}
-        )
+        rabbitmq = settings.rabbitmq.model_copy(update={"connection_name": agent_class.AGENT_NAME})
         with ConnectionPool(rabbitmq) as pool:
             agent = agent_class(pool, args.exchange, args.queue)
             try:

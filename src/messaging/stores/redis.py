@@ -189,7 +189,9 @@ class RedisDeduplicator(_RedisStore):
         try:
             self._redis.set(
                 self._key("seen", f"{self.namespace}:{message_id}"),
-                b"1", px=max(1, int(self.ttl * 1000)))
+                b"1",
+                px=max(1, int(self.ttl * 1000)),
+            )
         except self._errors as exc:
             raise self._failed(f"remembering message {message_id}", exc) from exc
 

@@ -346,7 +346,6 @@ class ManagedChannel:
 
         return deliver
 
-
     async def get(self, queue: str) -> AmqpDelivery | None:
         """One message of ``queue``, unacked (basic.get), or None when it is empty."""
         raw = await self.raw()

@@ -101,7 +101,7 @@ class QueueSettings:
             )
         strategy = text("x-dead-letter-strategy") or "at-most-once"
         if strategy not in ("at-most-once", "at-least-once"):
-            raise invalid("x-dead-letter-strategy", f"{{unacceptable_value,<<\"{strategy}\">>}}")
+            raise invalid("x-dead-letter-strategy", f'{{unacceptable_value,<<"{strategy}">>}}')
         return cls(
             message_ttl=None if ttl is None else ttl / 1000.0,
             dead_letter_exchange=dlx,
