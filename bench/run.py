@@ -61,6 +61,12 @@ def worker(impl_name: str, work: str, messages: int) -> int:
     """Child process: do one work row with one implementation, print a JSON Sample."""
     load_all()
     impl: Impl = REGISTRY[work][impl_name]
+    if impl.raw:
+        # Importing the bus (load_all) gives every aiormq connection in this
+        # process the bus's frame reader; a raw client row measures aiormq's own.
+        from messaging.transport.amqp import frame_reader
+
+        frame_reader.uninstall()
     row = ROWS[work]
     ctx = make_context(work, impl_name, messages, row.prefetch, row.deadline_s)
     try:

@@ -52,14 +52,23 @@ _LONGLONG = struct.Struct(">Q")
 
 def decode_short_str(data: bytes) -> tuple[int, str]:
     """Decode one short string at the start of ``data``: (octets consumed, value)."""
+    return decode_short_str_at(data, 0)
+
+
+def decode_short_str_at(data: bytes, offset: int) -> tuple[int, str]:
+    """Decode one short string at ``data[offset:]``: (offset just past it, value).
+
+    The same as :func:`decode_short_str` without copying the rest of ``data``
+    first (for a frame reader that decodes a whole frame by offsets).
+    """
     try:
-        length = _BYTE.unpack_from(data, 0)[0]
+        length = _BYTE.unpack_from(data, offset)[0]
     except struct.error as err:
         raise ValueError("Could not unpack short string value") from err
-    raw = data[1 : length + 1]
-    if len(raw) < length:
+    end = offset + 1 + length
+    if end > len(data):
         raise ValueError("Short string length exceeds available data")
-    return length + 1, raw.decode("utf-8", _ERRORS)
+    return end, data[offset + 1 : end].decode("utf-8", _ERRORS)
 
 
 def decode_field_table(data: bytes) -> tuple[int, common.FieldTable]:
