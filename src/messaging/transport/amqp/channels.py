@@ -43,6 +43,7 @@ from messaging.transport.amqp.connection import SupervisedConnection
 from messaging.transport.amqp.errors import CONNECTION_LOST, REFUSED, translate
 from messaging.transport.amqp.inline import InlineConsumer, dispatch_inline
 from messaging.transport.amqp.properties import amqp_properties
+from messaging.transport.amqp.settle import ACK, NACK, REJECT, queue_frame, settle_frame
 from messaging.transport.base import (
     ConnectionLost,
     DeliveryCallback,
@@ -483,8 +484,12 @@ class ManagedChannel:
         raw = self._raw
         if generation != self.generation or raw is None or raw.is_closed:
             return False
-        # wait=False: queue the frame and return; the broker sends no reply to ack.
-        self._track(raw.basic_ack(delivery_tag, multiple=multiple, wait=False))
+        # No reply comes for an ack: queue the frame and return, without a Task
+        # when nothing of ours is still waiting to be queued before it (.settle).
+        if self._settling or not queue_frame(
+            raw, settle_frame(raw.number, ACK, delivery_tag, multiple)
+        ):
+            self._track(raw.basic_ack(delivery_tag, multiple=multiple, wait=False))
         return True
 
     def nack(
@@ -493,14 +498,23 @@ class ManagedChannel:
         raw = self._raw
         if generation != self.generation or raw is None or raw.is_closed:
             return False
-        self._track(raw.basic_nack(delivery_tag, multiple=multiple, requeue=requeue, wait=False))
+        bits = multiple | requeue << 1
+        if self._settling or not queue_frame(
+            raw, settle_frame(raw.number, NACK, delivery_tag, bits)
+        ):
+            self._track(
+                raw.basic_nack(delivery_tag, multiple=multiple, requeue=requeue, wait=False)
+            )
         return True
 
     def reject(self, delivery_tag: int, generation: int, *, requeue: bool) -> bool:
         raw = self._raw
         if generation != self.generation or raw is None or raw.is_closed:
             return False
-        self._track(raw.basic_reject(delivery_tag, requeue=requeue, wait=False))
+        if self._settling or not queue_frame(
+            raw, settle_frame(raw.number, REJECT, delivery_tag, requeue)
+        ):
+            self._track(raw.basic_reject(delivery_tag, requeue=requeue, wait=False))
         return True
 
     def _track(self, coro: Awaitable[None]) -> None:
