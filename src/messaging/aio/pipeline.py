@@ -44,7 +44,7 @@ class Started(Protocol):
     """Work another thread started on the loop (``messaging._portal.Started``)."""
 
     @property
-    def task(self) -> asyncio.Task[Any] | None: ...
+    def task(self) -> asyncio.Future[Any] | None: ...
 
 
 class AckWindow:
@@ -264,7 +264,7 @@ class Pipeline:
             return
         remaining = len(waiting)
 
-        def one_done(_: asyncio.Task[Any]) -> None:
+        def one_done(_: asyncio.Future[Any]) -> None:
             nonlocal remaining
             remaining -= 1
             if remaining == 0:
@@ -277,7 +277,7 @@ class Pipeline:
         for reply in waiting:
             reply.add_done_callback(one_done)
 
-    def _settle_replied(self, delivery: Delivery, replies: list[asyncio.Task[Any]]) -> None:
+    def _settle_replied(self, delivery: Delivery, replies: list[asyncio.Future[Any]]) -> None:
         if any(reply.cancelled() for reply in replies):
             return  # left unsettled: the broker requeues it when the channel closes
         errors = [e for e in (reply.exception() for reply in replies) if e is not None]
