@@ -30,6 +30,16 @@ _PERSISTENT = aiormq.spec.Basic.Properties(delivery_mode=PERSISTENT)
 
 @register_async("aiormq", "publish")
 async def publish(ctx: BenchContext) -> Sample:
+    return await _publish(ctx, PUBLISH_IN_FLIGHT)
+
+
+@register_async("aiormq one at a time", "publish")
+async def publish_one_at_a_time(ctx: BenchContext) -> Sample:
+    """Each publish waits for its confirm: the raw asyncio yardstick of ``bus aio``."""
+    return await _publish(ctx, 1)
+
+
+async def _publish(ctx: BenchContext, in_flight: int) -> Sample:
     conn = await aiormq.connect(ctx.url)
     try:
         channel = await conn.channel(publisher_confirms=True)
@@ -49,11 +59,11 @@ async def publish(ctx: BenchContext) -> Sample:
         sw = Stopwatch()
         sw.start()
         await asyncio.wait_for(
-            asyncio.gather(*(publisher(c) for c in shares(ctx.messages, PUBLISH_IN_FLIGHT))),
+            asyncio.gather(*(publisher(c) for c in shares(ctx.messages, in_flight))),
             ctx.deadline_s,
         )
         sw.stop()
-        return rate_sample(ctx, ctx.messages, sw.seconds, in_flight=PUBLISH_IN_FLIGHT)
+        return rate_sample(ctx, ctx.messages, sw.seconds, in_flight=in_flight)
     finally:
         await conn.close()
 
