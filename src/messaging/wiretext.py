@@ -81,12 +81,13 @@ def foreign_fields(properties: Any) -> list[str]:
     ``properties`` are a message's (any transport's); header keys are named
     ``headers[<key>]`` (printable), nested tables included.
     """
-    found = [
-        name
-        for name in _SHORT_STRING_PROPERTIES
-        if isinstance(getattr(properties, name, None), str)
-        and is_foreign(getattr(properties, name))
-    ]
+    found = []
+    for name in _SHORT_STRING_PROPERTIES:  # runs per delivery: ASCII, the usual case, first
+        value = getattr(properties, name, None)
+        if value is None or (type(value) is str and value.isascii()):
+            continue
+        if isinstance(value, str) and is_foreign(value):
+            found.append(name)
     if isinstance(getattr(properties, "timestamp", None), RawTimestamp):
         found.append("timestamp")
     headers = getattr(properties, "headers", None)
@@ -98,7 +99,7 @@ def foreign_fields(properties: Any) -> list[str]:
 def _foreign_keys(table: Mapping[str, Any], where: str) -> list[str]:
     found: list[str] = []
     for key, value in table.items():
-        if is_foreign(key):
+        if not (type(key) is str and key.isascii()) and is_foreign(key):
             found.append(f"{where}[{printable(key)}]")
         if isinstance(value, Mapping):
             found.extend(_foreign_keys(value, f"{where}[{printable(key)}]"))
