@@ -41,6 +41,7 @@ from messaging.errors import (
 from messaging.topology import Topology
 from messaging.transport.amqp.connection import SupervisedConnection
 from messaging.transport.amqp.errors import CONNECTION_LOST, REFUSED, translate
+from messaging.transport.amqp.fastpublish import ChannelWriter, attach
 from messaging.transport.amqp.inline import InlineConsumer, dispatch_inline
 from messaging.transport.amqp.properties import amqp_properties
 from messaging.transport.amqp.settle import ACK, NACK, REJECT, queue_frame, settle_frame
@@ -127,6 +128,9 @@ class ManagedChannel:
         self._closed = False
         self._settling: set[asyncio.Future[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        # The fast publish path for the current raw channel (None: aiormq's shape changed).
+        self._writer: ChannelWriter | None = None
+        self._writer_of: aiormq.abc.AbstractChannel | None = None
         connection.on_reconnect(self._restore)
 
     def on_reopen(self, listener: ReopenListener) -> None:
@@ -451,7 +455,16 @@ class ManagedChannel:
         when the outcome is open: the caller decides whether to send again.
         """
         try:
-            raw = await self.raw(timeout=timeout)
+            raw = self._raw
+            if raw is None or raw.is_closed:
+                raw = await self.raw(timeout=timeout)
+            if raw is not self._writer_of:
+                self._writer, self._writer_of = attach(raw), raw
+            writer = self._writer
+            if writer is not None and await writer.publish(
+                body, exchange, routing_key, properties, mandatory, timeout
+            ):
+                return
             await raw.basic_publish(
                 body,
                 exchange=exchange,

@@ -39,7 +39,7 @@ from messaging.errors import (
 from messaging.transport.amqp.errors import translate
 from messaging.transport.amqp.frames import DEFAULT_FRAME_MAX
 from messaging.transport.amqp.tls import client_context
-from messaging.transport.base import ConnectionHealth
+from messaging.transport.base import ConnectionHealth, ConnectionLost
 
 log = logging.getLogger("messaging.connection")
 
@@ -154,6 +154,14 @@ class SupervisedConnection:
                 return connection
             if self._reconnect_task is None or self._reconnect_task.done():
                 return await self.get()
+            if asyncio.current_task() is self._reconnect_task:
+                # A reconnect listener (a channel's restore) found the new
+                # connection dead already: waiting here would wait for this
+                # very task, for ever. Fail the listener; the reconnect loop
+                # sees the connection down and goes round again.
+                raise ConnectionLost(
+                    f"the {self.purpose} connection dropped again while it was being restored"
+                )
             if self._failed_retries > self.policy.max_retries:
                 raise ConnectionFailedError(
                     f"the broker at {self._where()} has been unreachable "
