@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractConnection, TimeoutType
 from aiormq.exceptions import AMQPError
 
 from messaging.backoff import RetryPolicy
@@ -253,6 +253,7 @@ class SupervisedConnection:
                 # password, EXTERNAL sends nothing (the broker takes the user
                 # from the client certificate).
                 auth=cfg.auth_mechanism,
+                connection_class=_ClosedIfItFails,
             )
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
@@ -418,3 +419,22 @@ def _alive(connection: AbstractConnection | None) -> bool:
     transport: Any = getattr(connection, "transport", None)
     inner: Any = getattr(transport, "connection", None)
     return inner is None or bool(inner.is_opened)
+
+
+class _ClosedIfItFails(aio_pika.Connection):
+    """aio-pika's connection, closed when its connect fails.
+
+    ``aio_pika.connect`` drops a connection whose handshake failed without
+    closing it; its ``__del__`` then schedules ``close()`` from wherever the
+    garbage collector runs, which logs "Task was destroyed but it is pending"
+    or "coroutine ... was never awaited" long after the failed attempt (one
+    per reconnect attempt while a broker is down).
+    """
+
+    async def connect(self, timeout: TimeoutType = None) -> None:
+        try:
+            await super().connect(timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.close()
+            raise
