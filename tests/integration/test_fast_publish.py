@@ -111,17 +111,23 @@ async def test_publishes_in_flight_with_slow_ones_interleaved_all_arrive_once_in
 
     ours = [f"bus-{i:04d}" for i in range(2000)]
     tasks: list[asyncio.Task[None]] = []
+    # Both paths, whatever the machine's load: the first 50 start on an idle
+    # channel (fast path); the next 50 while aiormq's lock is held (fallback).
+    idle, locked = ours[:50], ours[50:100]
+    await asyncio.gather(*(publish(channel, queue, m) for m in idle))
+    async with aiormq_channel.lock:
+        tasks += [asyncio.ensure_future(publish(channel, queue, m)) for m in locked]
+        await asyncio.sleep(0.05)
     side = asyncio.ensure_future(publish_directly(30))
-    for i, message_id in enumerate(ours):
+    for i, message_id in enumerate(ours[100:], start=100):
         tasks.append(asyncio.ensure_future(publish(channel, queue, message_id)))
         if i % 20 == 19:
             await asyncio.sleep(0.003)  # the writer takes a batch, the side goes on
     results = await asyncio.gather(*tasks, side, return_exceptions=True)
     assert [r for r in results if r is not None] == []
 
-    taken = [spy.taken[m] for m in ours]
-    assert any(taken), "no publish took the fast path"
-    assert not all(taken), "no publish fell back to basic_publish: the test interleaves nothing"
+    assert all(spy.taken[m] for m in idle), "publishes on an idle channel fell back"
+    assert not any(spy.taken[m] for m in locked), "publishes took the fast path past a held lock"
 
     arrived = drain_queue(raw, queue)
     assert arrived[0] == "warm-up"
