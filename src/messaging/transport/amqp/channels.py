@@ -44,7 +44,7 @@ from messaging.transport.amqp.errors import CONNECTION_LOST, REFUSED, translate
 from messaging.transport.amqp.fastpublish import ChannelWriter, attach
 from messaging.transport.amqp.inline import InlineConsumer, dispatch_inline
 from messaging.transport.amqp.properties import amqp_properties
-from messaging.transport.amqp.settle import ACK, NACK, REJECT, queue_frame, settle_frame
+from messaging.transport.amqp.settle import ACK, NACK, REJECT, settle_frame
 from messaging.transport.base import (
     ConnectionLost,
     DeliveryCallback,
@@ -458,9 +458,7 @@ class ManagedChannel:
             raw = self._raw
             if raw is None or raw.is_closed:
                 raw = await self.raw(timeout=timeout)
-            if raw is not self._writer_of:
-                self._writer, self._writer_of = attach(raw), raw
-            writer = self._writer
+            writer = self._writer_for(raw)
             if writer is not None and await writer.publish(
                 body, exchange, routing_key, properties, mandatory, timeout
             ):
@@ -497,11 +495,8 @@ class ManagedChannel:
         raw = self._raw
         if generation != self.generation or raw is None or raw.is_closed:
             return False
-        # No reply comes for an ack: queue the frame and return, without a Task
-        # when nothing of ours is still waiting to be queued before it (.settle).
-        if self._settling or not queue_frame(
-            raw, settle_frame(raw.number, ACK, delivery_tag, multiple)
-        ):
+        # No reply comes for an ack: queue the frame and return.
+        if not self._queue_settle(raw, ACK, delivery_tag, multiple):
             self._track(raw.basic_ack(delivery_tag, multiple=multiple, wait=False))
         return True
 
@@ -511,10 +506,7 @@ class ManagedChannel:
         raw = self._raw
         if generation != self.generation or raw is None or raw.is_closed:
             return False
-        bits = multiple | requeue << 1
-        if self._settling or not queue_frame(
-            raw, settle_frame(raw.number, NACK, delivery_tag, bits)
-        ):
+        if not self._queue_settle(raw, NACK, delivery_tag, multiple | requeue << 1):
             self._track(
                 raw.basic_nack(delivery_tag, multiple=multiple, requeue=requeue, wait=False)
             )
@@ -524,11 +516,27 @@ class ManagedChannel:
         raw = self._raw
         if generation != self.generation or raw is None or raw.is_closed:
             return False
-        if self._settling or not queue_frame(
-            raw, settle_frame(raw.number, REJECT, delivery_tag, requeue)
-        ):
+        if not self._queue_settle(raw, REJECT, delivery_tag, requeue):
             self._track(raw.basic_reject(delivery_tag, requeue=requeue, wait=False))
         return True
+
+    def _writer_for(self, raw: aiormq.abc.AbstractChannel) -> ChannelWriter | None:
+        """The fast writer of ``raw`` (None when aiormq's shape does not allow one)."""
+        if raw is not self._writer_of:
+            self._writer, self._writer_of = attach(raw), raw
+        return self._writer
+
+    def _queue_settle(
+        self, raw: aiormq.abc.AbstractChannel, method: int, tag: int, bits: int
+    ) -> bool:
+        """Queue an ack, nack or reject frame without a Task; False: take aiormq's path.
+        Not while one of ours still waits in a Task: it must go first."""
+        if self._settling:
+            return False
+        writer = self._writer_for(raw)
+        return writer is not None and writer.queue_frame(
+            settle_frame(raw.number, method, tag, bits)
+        )
 
     def _track(self, coro: Awaitable[None]) -> None:
         # Hold a reference until done, or the task may be collected mid-flight.

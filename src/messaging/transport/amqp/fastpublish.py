@@ -261,6 +261,23 @@ class ChannelWriter:
                 batch.drains.append(future)
         return future, tag
 
+    def queue_frame(self, frame: bytes) -> bool:
+        """Put whole frames that take no delivery tag (an ack) at the write queue's
+        tail now, in this loop turn's batch when there is one; False: not safe
+        now (the channel closing, the queue full or writers waiting for room),
+        nothing done."""
+        if self.channel.is_closed or self._closing_event.is_set() or self._putters:
+            return False
+        tail = self._tail
+        batch = tail[-1] if tail else None
+        if type(batch) is Batch:
+            batch.parts.append(frame)
+        elif self._queue.full():
+            return False
+        else:
+            self._queue.put_nowait(Batch([frame]))
+        return True
+
     def _method_frame(self, key: tuple[str, str, bool]) -> bytes:
         exchange, routing_key, mandatory = key
         if len(routing_key) > 255:  # as aiormq's basic_publish checks it
