@@ -232,7 +232,8 @@ async def test_async_agent_answers_many_concurrent_requests(
 def test_a_request_whose_caller_gave_up_expires_unprocessed(
     pool: ConnectionPool, names: Names, raw: RawBroker
 ) -> None:
-    """The request carries expiration = the caller's timeout: nobody processes it later."""
+    """The request carries expiration = the caller's timeout: nobody processes it later.
+    It is transient: it cannot be answered after a broker restart anyway."""
     exchange = names.exchange
     echo = Echo(pool, names, exchange)
     stopped(echo, running(echo))  # its queue exists (durable) with nobody consuming
@@ -249,6 +250,7 @@ def test_a_request_whose_caller_gave_up_expires_unprocessed(
         death = props.headers["x-death"][0]
         assert death["reason"] == "expired"
         assert death["original-expiration"] == "300"  # the broker moves it here
+        assert props.delivery_mode == 1  # requests are transient (aio/rpc.py says why)
     finally:
         client.close()
 
