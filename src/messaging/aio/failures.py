@@ -137,7 +137,7 @@ class FailureRouter:
                 self.agent_name,
                 printable(props.message_id),
                 printable(routing_key),
-                publish_error,
+                str(publish_error),
                 printable(props.correlation_id),
                 extra=_log_ids(props),
             )
@@ -193,6 +193,13 @@ class FailureRouter:
     ) -> None:
         props = delivery.properties
         kind = "undecodable message" if isinstance(exc, DecodeError) else "handler failed"
+        # The error goes into the record as text, not the exception: a record's
+        # args outlive this call wherever a handler keeps records (pytest's log
+        # capture, a MemoryHandler), and the exception's traceback holds the frames
+        # that held the delivery, so each kept record would pin a message body.
+        # Only a handler's failure that is dead-lettered passes its traceback on
+        # (exc_info), as it must for the log to show where the handler raised.
+        text = str(exc)
         if retry:
             delay = self.retry_delays[attempts - 1]
             log.warning(
@@ -204,7 +211,7 @@ class FailureRouter:
                 printable(props.message_id),
                 attempts,
                 type(exc).__name__,
-                exc,
+                text,
                 delay,
                 printable(props.correlation_id),
                 extra=_log_ids(props),
@@ -218,7 +225,7 @@ class FailureRouter:
             printable(props.message_id),
             attempts,
             type(exc).__name__,
-            exc,
+            text,
             printable(props.correlation_id),
             exc_info=exc if not isinstance(exc, DecodeError) else None,
             extra=_log_ids(props),

@@ -295,11 +295,11 @@ class Pipeline:
             error = task.exception()
             if error is not None:
                 log.error(
-                    "%s: moving message %s failed: %r; it stays unacked until the channel "
+                    "%s: moving message %s failed: %s; it stays unacked until the channel "
                     "closes, then the broker redelivers it",
                     self.consumer.agent_name,
                     delivery.properties.message_id,
-                    error,
+                    repr(error),  # as text: the exception's frames hold the delivery
                 )
                 return  # its tag stays open, so no multiple=True ack covers it
             self.acks.forget(delivery.delivery_tag, delivery.generation)
