@@ -5,7 +5,11 @@ buggy script could: any octets in short strings, odd header tables, wrong and
 missing types and content types, empty, garbage and large bodies. One
 subscriber consumes them all. Whatever arrives, every good message is handled,
 every other one is handled or dead-lettered, the queue drains, the consuming
-connection does not loop on reconnects, and memory stays bounded.
+connection does not loop on reconnects, and nothing holds on to the bodies once
+they are dealt with: what Python objects hold afterwards (tracemalloc) is a small
+fraction of the bytes sent, and so is resident memory once glibc has returned
+what is free (``malloc_trim``; without it the freed 1 MB bodies leave the heap
+at its high water and RSS says little).
 
 ``FUZZ_SEED`` and ``FUZZ_COUNT`` change the run (``pytest tests/hostile/test_fuzz.py -s``
 prints the counts).
@@ -13,11 +17,15 @@ prints the counts).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import datetime
 import decimal
+import gc
 import os
 import random
 import resource
+import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -164,9 +172,23 @@ class _Fuzzed(Recorder):
         return messages_pb2.QueryRequest
 
 
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 def _rss_mb() -> float:
+    """Resident memory after glibc hands back what is free: without ``malloc_trim``
+    the 1 MB bodies, long freed, leave the heap at its high water."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _held_mb() -> float:
+    """What Python objects still hold (tracemalloc), garbage collected first."""
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0] / 2**20
 
 
 @pytest.fixture
@@ -183,9 +205,11 @@ def test_fuzzed_messages_from_a_raw_client_never_stall_the_queue(
     exchange, queue = names.exchange, names.queue()
     sub = _Fuzzed(pool, exchange=exchange, queue=queue, routing_keys=[KEY], prefetch_count=20)
     sub.run_in_thread()
-    rss_before = _rss_mb()
+    tracemalloc.start()
+    rss_before, held_before = _rss_mb(), _held_mb()
     good: set[int] = set()
     hostile: set[int] = set()
+    sent = 0
     try:
         for seq in range(HOSTILE + HOSTILE // GOOD_EVERY):
             if seq % (GOOD_EVERY + 1) == GOOD_EVERY:
@@ -195,6 +219,8 @@ def test_fuzzed_messages_from_a_raw_client_never_stall_the_queue(
                 props, body = hostile_message(rng, seq)
                 hostile.add(seq)
             raw.channel.basic_publish(exchange, KEY, body, props)
+            sent += len(body)
+        del body
         total = len(good) + len(hostile)
 
         def accounted() -> int:
@@ -203,8 +229,10 @@ def test_fuzzed_messages_from_a_raw_client_never_stall_the_queue(
         wait_for(lambda: accounted() >= total, timeout=120, what="every message accounted for")
         wait_for(lambda: raw.depth(queue) == 0 and unacked(queue) == 0, what="the queue to drain")
         reconnects = pool.health().consuming.reconnects + pool.health().publishing.reconnects
+        held = _held_mb() - held_before
         rss_growth = _rss_mb() - rss_before
     finally:
+        tracemalloc.stop()
         sub.stop_and_join()
 
     handled = [props["headers"].get(SEQ) for _, props in sub.received]
@@ -219,10 +247,16 @@ def test_fuzzed_messages_from_a_raw_client_never_stall_the_queue(
         f"\nfuzz seed={SEED}: {total} messages ({len(hostile)} hostile, {len(good)} good); "
         f"handled {len(handled)} ({len(set(handled) & hostile)} hostile), dead-lettered "
         f"{len(dead)}; reasons {dict(reasons)}; reconnects {reconnects}; "
-        f"RSS +{rss_growth:.0f} MB"
+        f"bodies {sent / 2**20:.0f} MB; still held {held:.1f} MB; RSS +{rss_growth:.0f} MB"
     )
     assert good <= set(handled), f"good messages not handled: {sorted(good - set(handled))}"
     assert set(handled) | set(dead) == good | hostile
     assert not set(dead) & good
     assert reconnects <= 3
-    assert rss_growth < 200
+    # After the queue drained nothing may hold the bodies: every record of a
+    # dead letter is kept by pytest's log capture, so one that reached the
+    # delivery kept its body (all of them, before 2026-11-27: RSS +167 MB at
+    # FUZZ_COUNT=1500). What stays is per message and small (the records' text,
+    # the Recorder's messages): about 1.5 MB here, 7 MB at FUZZ_COUNT=1500.
+    assert held < sent / 2**20 / 4, f"{held:.1f} MB of {sent / 2**20:.0f} MB sent still held"
+    assert rss_growth < 64  # what tracemalloc does not see: C buffers, the allocator
