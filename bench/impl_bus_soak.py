@@ -246,4 +246,3 @@ def soak(ctx: BenchContext) -> Sample:
     }
     rate = consumed / consume_s if consume_s > 0 else None
     return Sample(ctx.impl, ctx.work, consumed, consume_s + rpc_s, rate=rate, notes=notes)
-

@@ -116,9 +116,7 @@ def run_with_retry(impl: str, work: str, messages: int) -> tuple[Sample | str, l
     return failures[-1], failures[:-1]
 
 
-def measure(
-    work: str, messages: int, repeat: int, only: list[str] | None = None
-) -> list[Result]:
+def measure(work: str, messages: int, repeat: int, only: list[str] | None = None) -> list[Result]:
     impls = {n: i for n, i in REGISTRY[work].items() if only is None or n in only}
     results = {
         name: Result(name, impl.raw, [], [], anchor=impl.anchor) for name, impl in impls.items()

@@ -45,7 +45,10 @@ def _watching(nodeid: str) -> Iterator[None]:
             _forgotten.setdefault(nodeid, []).append(str(warning.message))
         else:
             warnings.warn_explicit(
-                warning.message, warning.category, warning.filename, warning.lineno,
+                warning.message,
+                warning.category,
+                warning.filename,
+                warning.lineno,
                 source=warning.source,
             )
 
@@ -93,9 +96,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Fail the phase (setup, call or teardown) in which our work was dropped."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]

@@ -171,9 +171,7 @@ def test_a_message_the_broker_refuses_raises_nacked(target: Target, pool: Connec
     publisher.close()
 
 
-def test_bad_input_is_refused_before_anything_is_sent(
-    target: Target, pool: ConnectionPool
-) -> None:
+def test_bad_input_is_refused_before_anything_is_sent(target: Target, pool: ConnectionPool) -> None:
     exchange, queue = target.exchange(), target.queue()
     recorder = Recorder(pool, exchange, queue)
     target.start(recorder)

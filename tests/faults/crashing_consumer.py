@@ -38,6 +38,7 @@ def main() -> None:
     )
     pool = ConnectionPool(config)
     subscriber = Crasher(pool, "crasher", exchange, queue, ["work"], max_redeliveries=limit)
+
     def announce() -> None:
         while not subscriber.is_consuming:
             threading.Event().wait(0.05)

@@ -47,7 +47,9 @@ def test_a_dead_first_node_is_skipped_and_health_names_the_live_one() -> None:
 def test_no_node_answering_names_every_node_tried() -> None:
     first, second = closed_port(), closed_port()
     config = RabbitMQConfig(
-        url=_secret(f"amqp://guest:guest@127.0.0.1:{first}/,amqp://guest:guest@127.0.0.1:{second}/"),
+        url=_secret(
+            f"amqp://guest:guest@127.0.0.1:{first}/,amqp://guest:guest@127.0.0.1:{second}/"
+        ),
         connect_timeout=2,
     )
     pool = ConnectionPool(config, max_retries=0, initial_retry_delay=0.1)
@@ -68,7 +70,9 @@ def test_no_node_answering_names_every_node_tried() -> None:
 
 def test_wrong_password_in_the_url_fails_at_once_without_trying_further_nodes() -> None:
     config = RabbitMQConfig(
-        url=_secret(f"amqp://guest:wr0ng-secret@{HOST}:{PORT}/,amqp://guest:wr0ng-secret@{HOST}:{PORT}/"),
+        url=_secret(
+            f"amqp://guest:wr0ng-secret@{HOST}:{PORT}/,amqp://guest:wr0ng-secret@{HOST}:{PORT}/"
+        ),
         password=SecretStr("unused"),
     )
     pool = ConnectionPool(config, max_retries=5, initial_retry_delay=30.0)

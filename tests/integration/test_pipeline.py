@@ -89,9 +89,9 @@ def test_agents_in_separate_processes_answer_and_report_unknown_symbols(
     # Every agent did its step for the ZEC question, logged with its correlation id,
     # and each one exited cleanly on SIGTERM.
     for source in ("data_agent", "analysis_agent", "query_agent"):
-        assert any(
-            line.startswith(source) and zec.correlation_id in line for line in lines
-        ), f"{source} logged no step for {zec.correlation_id}:\n" + "\n".join(lines)
+        assert any(line.startswith(source) and zec.correlation_id in line for line in lines), (
+            f"{source} logged no step for {zec.correlation_id}:\n" + "\n".join(lines)
+        )
     assert running.exit_codes == {"data_agent": 0, "analysis_agent": 0, "query_agent": 0}
     assert not [line for line in lines if " ERROR " in line], "\n".join(lines)
 
@@ -111,4 +111,3 @@ def test_run_demo_answers_every_question_and_deletes_its_exchange(
         "list_queues", "name", "--quiet"
     )
     assert exchange not in left
-

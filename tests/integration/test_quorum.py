@@ -174,9 +174,7 @@ def test_the_broker_counts_deliveries_and_dead_letters_past_the_limit(
     assert raw.depth(queue) == 0
 
 
-def test_queue_type_defaults_from_rabbitmq_queue_type(
-    config: RabbitMQConfig, names: Names
-) -> None:
+def test_queue_type_defaults_from_rabbitmq_queue_type(config: RabbitMQConfig, names: Names) -> None:
     quorum_pool = ConnectionPool(config.model_copy(update={"queue_type": "quorum"}))
     sub = Recorder(quorum_pool, exchange=names.exchange, queue=names.queue(), routing_keys=["a"])
     try:

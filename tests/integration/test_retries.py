@@ -76,9 +76,7 @@ def test_retries_then_dead_letters_with_why_headers(
         for text in ["twice", "always", "never-retry"]:
             publisher.publish(query(text, correlation_id=f"c-{text}"), f"work.{text}")
         raw.publish(exchange, "work.garbage", b"\xff\xfe", message_id="garbage")
-        raw.publish(
-            exchange, "work.json", b'{"query": "twice"}', content_type="application/json"
-        )
+        raw.publish(exchange, "work.json", b'{"query": "twice"}', content_type="application/json")
         wait_for(lambda: raw.depth(f"{queue}.dlq") == 4, timeout=20, what="four dead letters")
         wait_for(lambda: len(sub.handled) == 1, what="the flaky message to succeed")
     finally:

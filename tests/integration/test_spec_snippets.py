@@ -54,8 +54,13 @@ def spec_queues() -> Iterator[None]:
     connection = pika.BlockingConnection(pika.ConnectionParameters(*BROKER))
     channel = connection.channel()
     for queue in (
-        "my_agent", "my_agent.dlq", "spec.watcher", "spec.watcher.dlq",
-        "my_agent_queue", "my_agent_queue.dlq", "my_agent.replies",
+        "my_agent",
+        "my_agent.dlq",
+        "spec.watcher",
+        "spec.watcher.dlq",
+        "my_agent_queue",
+        "my_agent_queue.dlq",
+        "my_agent.replies",
     ):
         channel.queue_delete(queue)
     connection.close()
@@ -109,9 +114,7 @@ def test_my_agent_snippet_answers_on_the_response_key(spec_queues: None) -> None
 class MySubscriberAgent(EventSubscriber):
     def __init__(self, connection_pool: ConnectionPool):
         super().__init__(
-            connection_pool=connection_pool,
-            agent_name="my_agent",
-            routing_keys=["query.request"]
+            connection_pool=connection_pool, agent_name="my_agent", routing_keys=["query.request"]
         )
 
     def get_message_class(self, routing_key: str) -> Type[ProtoMessage]:
@@ -122,6 +125,8 @@ class MySubscriberAgent(EventSubscriber):
         # Process message...
         received.append((message, properties))
         self.stop()  # (added: the test stops after one message)
+
+
 # --- end of the spec's code -----------------------------------------------------------
 
 received: list[tuple[ProtoMessage, dict[str, Any]]] = []
@@ -141,9 +146,7 @@ def basic_publisher_snippet() -> None:
 
     # Create publisher
     publisher = EventPublisher(
-        connection_pool=pool,
-        agent_name="my_agent",
-        exchange_name="chimera.events"
+        connection_pool=pool, agent_name="my_agent", exchange_name="chimera.events"
     )
 
     # Create and publish message
@@ -196,7 +199,7 @@ def test_request_response_snippet(spec_queues: None) -> None:
             message=request,
             routing_key="query.request",
             reply_queue="my_agent.replies",
-            correlation_id="unique-id-123"
+            correlation_id="unique-id-123",
         )
         # --- end of the spec's code -------------------------------------------------
         seen = subscriber.take_one()
@@ -216,9 +219,9 @@ class EventSubscriberForOptions(EventSubscriber):
             connection_pool=pool,
             agent_name="my_agent",
             exchange_name="chimera.events",
-            queue_name="my_agent_queue",     # Optional, defaults to agent_name
-            routing_keys=["query.*"],        # Routing key patterns
-            prefetch_count=1                 # QoS prefetch count
+            queue_name="my_agent_queue",  # Optional, defaults to agent_name
+            routing_keys=["query.*"],  # Routing key patterns
+            prefetch_count=1,  # QoS prefetch count
         )
         # --- end of the spec's code ---------------------------------------------------
         self.seen: list[dict[str, Any]] = []

@@ -341,9 +341,7 @@ def test_direct_reply_to_routes_the_answer_to_the_asking_channel(
     declare_queue(channel, "service")
     replies = Inbox()
     channel.basic_consume("amq.rabbitmq.reply-to", replies, no_ack=True)
-    channel.basic_publish(
-        b"ask", "", "service", Properties(reply_to="amq.rabbitmq.reply-to")
-    )
+    channel.basic_publish(b"ask", "", "service", Properties(reply_to="amq.rabbitmq.reply-to"))
     (request,) = broker.peek("service")
     address = request.properties.reply_to
     assert address is not None
@@ -356,9 +354,7 @@ def test_direct_reply_to_routes_the_answer_to_the_asking_channel(
 def test_direct_reply_to_needs_the_reply_consumer_first(channel: Channel) -> None:
     declare_queue(channel, "service")
     with pytest.raises(PreconditionFailedError, match="fast reply consumer does not exist"):
-        channel.basic_publish(
-            b"ask", "", "service", Properties(reply_to="amq.rabbitmq.reply-to")
-        )
+        channel.basic_publish(b"ask", "", "service", Properties(reply_to="amq.rabbitmq.reply-to"))
 
 
 def test_alternate_exchange_takes_what_nothing_else_routes(

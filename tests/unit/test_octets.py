@@ -98,8 +98,8 @@ def test_a_content_header_with_foreign_octets_unmarshals_and_marshals_back_byte_
     assert isinstance(content, header.ContentHeader)
     props = content.properties
     assert is_foreign(props.message_id)
-    assert octets_of(props.message_id or '') == BAD
-    assert octets_of(props.message_type or '') == b"chimera.v1.\xe9t\xe9"
+    assert octets_of(props.message_id or "") == BAD
+    assert octets_of(props.message_type or "") == b"chimera.v1.\xe9t\xe9"
     assert props.correlation_id == "ok"
     assert not is_foreign(props.correlation_id)
     assert props.headers is not None
@@ -121,7 +121,7 @@ def test_foreign_octets_in_a_method_frame_routing_key() -> None:
     frame = pamqp.frame.marshal(deliver, 1).replace(b"\x02ok", b"\x02\xff\xfe")
     _, _, decoded = pamqp.frame.unmarshal(frame)
     assert isinstance(decoded, commands.Basic.Deliver)
-    assert octets_of(decoded.routing_key or '') == b"\xff\xfe"
+    assert octets_of(decoded.routing_key or "") == b"\xff\xfe"
     assert pamqp.frame.marshal(decoded, 1) == frame
 
 
