@@ -10,16 +10,16 @@ request cannot usefully outlive the broker process: its reply address dies
 with the caller's channel, and the caller of a request cut off by a lost
 connection is told at once that it may or may not have been handled. A
 persistent request to a classic queue is written to disk before the broker
-confirms it, and that costs every round trip about 0.3 ms (aiormq alone:
-p50 0.72 -> 0.99 ms with confirms on, 0.61 -> 0.68 ms for transient
-requests, bench/README.md "Levers tried"). Quorum queues store every message
-whatever its ``delivery_mode``. A request waits for its reply *or* its return (an
-unroutable request fails at once), not for its confirm first. Every caller
-waits on a future keyed by its correlation id, so any number of requests are
-in flight together. A reply whose caller has gone (timed out) is dropped with
-a warning, never handed to another caller. If the channel is lost, the
-pseudo-queue goes with it: waiting callers fail at once instead of waiting out
-their timeout.
+confirms it, which cost every round trip 0.1-0.3 ms on the bench's machine
+(``bench/rpc_shapes.py``; bench/README.md, "Levers tried"). Quorum queues
+store every message whatever its ``delivery_mode``.
+
+A request waits for its reply *or* its return (an unroutable request fails
+at once), not for its confirm first. Every caller waits on a future keyed by
+its correlation id, so any number of requests are in flight together. A
+reply whose caller has gone (timed out) is dropped with a warning, never
+handed to another caller. If the channel is lost, the pseudo-queue goes with
+it: waiting callers fail at once instead of waiting out their timeout.
 """
 
 from __future__ import annotations
