@@ -96,6 +96,8 @@ class EventPublisher:
         """Send a request and block for its reply (direct reply-to); thread-safe.
 
         Raises :class:`~messaging.errors.RequestTimeoutError` after ``timeout``.
+        The request is confirmed, ``mandatory``, transient and expires after
+        ``timeout`` (:mod:`messaging.aio.rpc` says why).
         """
         return self._portal.call(self.aio.request(message, routing_key, timeout))
 

@@ -223,7 +223,9 @@ class AsyncEventPublisher:
         """Send a request and wait for its reply (direct reply-to).
 
         Raises :class:`~messaging.errors.RequestTimeoutError` when no reply comes
-        within ``timeout``. Safe to call many times at once.
+        within ``timeout``. Safe to call many times at once. The request is
+        confirmed, ``mandatory``, transient and expires after ``timeout``
+        (:mod:`messaging.aio.rpc` says why).
         """
         if self._requester is None:
             self._requester = AsyncRequester(self)
