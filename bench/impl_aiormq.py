@@ -121,6 +121,20 @@ async def consume_multiple_ack(ctx: BenchContext) -> Sample:
     return await _consume(ctx, ack_every=min(MULTIPLE_ACK_EVERY, ctx.prefetch))
 
 
+async def consume_replies(channel: aiormq.abc.AbstractChannel) -> dict[str, asyncio.Future[bytes]]:
+    """Consume direct reply-to on ``channel``: the returned dict maps a request's
+    correlation id to the future its reply's body resolves."""
+    pending: dict[str, asyncio.Future[bytes]] = {}
+
+    async def on_reply(message: DeliveredMessage) -> None:
+        future = pending.pop(message.header.properties.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(message.body)
+
+    await channel.basic_consume(DIRECT_REPLY_TO, on_reply, no_ack=True)
+    return pending
+
+
 async def _respond(ctx: BenchContext, conn: aiormq.abc.AbstractConnection) -> None:
     channel = await conn.channel(publisher_confirms=False)
     await channel.basic_qos(prefetch_count=100)
@@ -147,14 +161,7 @@ async def rpc(ctx: BenchContext) -> Sample:
         await _respond(ctx, server)
         channel = await client.channel(publisher_confirms=False)
         loop = asyncio.get_running_loop()
-        pending: dict[str, asyncio.Future[bytes]] = {}
-
-        async def on_reply(message: DeliveredMessage) -> None:
-            fut = pending.pop(message.header.properties.correlation_id or "", None)
-            if fut is not None and not fut.done():
-                fut.set_result(message.body)
-
-        await channel.basic_consume(DIRECT_REPLY_TO, on_reply, no_ack=True)
+        pending = await consume_replies(channel)
 
         latencies: list[float] = []
         started = time.monotonic()

@@ -32,11 +32,10 @@ from typing import Any
 import aiormq
 import uvloop
 from aiormq.abc import DeliveredMessage
-from common import BenchContext, make_context
+from common import DIRECT_REPLY_TO, BenchContext, make_context
+from impl_aiormq import consume_replies
 from impl_bus import BODY, cleanup, prepare
 from registry import load_all
-
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 async def _round_trips(
@@ -70,14 +69,7 @@ async def _round_trips(
 
         await consuming.basic_consume(ctx.queue, on_request, no_ack=False)
         channel = await client.channel(publisher_confirms=confirms)
-        pending: dict[str, asyncio.Future[bytes]] = {}
-
-        async def on_reply(message: DeliveredMessage) -> None:
-            future = pending.pop(message.header.properties.correlation_id or "", None)
-            if future is not None and not future.done():
-                future.set_result(message.body)
-
-        await channel.basic_consume(DIRECT_REPLY_TO, on_reply, no_ack=True)
+        pending = await consume_replies(channel)
         loop = asyncio.get_running_loop()
         latencies: list[float] = []
         for i in range(ctx.messages):
