@@ -41,14 +41,14 @@ class _Keeper(logging.Handler):
 
 
 class _Failing(EventSubscriber):
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, retry_delays: tuple[float, ...]) -> None:
         super().__init__(
             connection_pool=pool,
             agent_name="keeper",
             exchange_name=EXCHANGE,
             queue_name=QUEUE,
             routing_keys=[KEY],
-            retry_delays=(60.0,),  # a retry (warning), then a dead letter (error)
+            retry_delays=retry_delays,
             prefetch_count=4,
         )
 
@@ -71,18 +71,28 @@ def keeper() -> Any:
 
 
 @pytest.mark.parametrize(
-    "content_type", ["application/json", "application/x-protobuf"], ids=["undecodable", "raises"]
+    ("content_type", "retry_delays"),
+    [
+        ("application/json", (60.0,)),
+        ("application/x-protobuf", (60.0,)),
+        ("application/x-protobuf", ()),
+    ],
+    ids=["undecodable", "raises-retried", "raises-dead-lettered"],
 )
 def test_kept_failure_records_do_not_hold_the_message_bodies(
-    memory_bus: MemoryBus, keeper: _Keeper, content_type: str
+    memory_bus: MemoryBus,
+    keeper: _Keeper,
+    content_type: str,
+    retry_delays: tuple[float, ...],
 ) -> None:
     """16 bodies of 1 MB fail (undecodable: dead-lettered at once; a handler that
-    raises: retried); once their copies are gone from the broker, what is still
-    allocated is the records' text, not the 16 MB."""
-    memory_bus.start(_Failing(memory_bus.pool))
+    raises: retried, or dead-lettered at once with its traceback in the record);
+    once their copies are gone from the broker, what is still allocated is the
+    records' text and tracebacks, not the 16 MB."""
+    memory_bus.start(_Failing(memory_bus.pool, retry_delays))
     channel = memory_bus.broker.connect("raw").channel()
     props = Properties(content_type=content_type, message_type="chimera.v1.QueryRequest")
-    retry = f"{QUEUE}.retry.1"
+    failed = [dlq_name(QUEUE)] + ([f"{QUEUE}.retry.1"] if retry_delays else [])
     gc.collect()
     tracemalloc.start()
     try:
@@ -93,12 +103,12 @@ def test_kept_failure_records_do_not_hold_the_message_bodies(
             channel.basic_publish(body, EXCHANGE, KEY, props)
         del body
         memory_bus.wait_until(
-            lambda: memory_bus.depth(dlq_name(QUEUE)) + memory_bus.depth(retry) == BODIES,
+            lambda: sum(memory_bus.depth(queue) for queue in failed) == BODIES,
             what="every message failed",
         )
         memory_bus.drain(QUEUE)
-        channel.queue_purge(dlq_name(QUEUE))
-        channel.queue_purge(retry)
+        for queue in failed:
+            channel.queue_purge(queue)
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - before
     finally:

@@ -16,6 +16,7 @@ agent, shared with its publishes and requests).
 from __future__ import annotations
 
 import logging
+import traceback
 import uuid
 from typing import Any, Protocol
 
@@ -198,7 +199,9 @@ class FailureRouter:
         # capture, a MemoryHandler), and the exception's traceback holds the frames
         # that held the delivery, so each kept record would pin a message body.
         # Only a handler's failure that is dead-lettered passes its traceback on
-        # (exc_info), as it must for the log to show where the handler raised.
+        # (exc_info), as it must for the log to show where the handler raised;
+        # its frames' locals are cleared once the record is written (a traceback
+        # formats without them).
         text = str(exc)
         if retry:
             delay = self.retry_delays[attempts - 1]
@@ -230,6 +233,7 @@ class FailureRouter:
             exc_info=exc if not isinstance(exc, DecodeError) else None,
             extra=_log_ids(props),
         )
+        traceback.clear_frames(exc.__traceback__)
 
 
 def _log_ids(props: MessageProperties) -> dict[str, str]:
