@@ -52,8 +52,8 @@ window+uvloop`` 84-87 -> 23-25 (raw aiormq+uvloop: 48-60), ``bus aio
 window`` 115-122 -> 33-35, ``bus aio+uvloop`` one at a time 210-222 ->
 146-156, ``bus nowait`` 108-125 -> 40-42, ``bus`` (sync) 247-300 -> 128-166;
 with the content header packed by
-:func:`~messaging.transport.amqp.properties.content_header` (1.8 µs instead of
-8.5 µs for pamqp's properties object and marshal).
+:func:`~messaging.transport.amqp.properties.content_header` instead of
+pamqp's properties object and marshal (3.6 against 8.7 µs, 2026-11-27 23:00).
 """
 
 from __future__ import annotations
