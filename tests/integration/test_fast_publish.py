@@ -83,13 +83,22 @@ async def publish(channel: ManagedChannel, queue: str, message_id: str, **kw: An
     )
 
 
+async def warmed_up(
+    pool: AsyncConnectionPool, names: Names, raw: RawBroker, name: str
+) -> tuple[str, ManagedChannel]:
+    """A new queue, and a confirmed channel that has published "warm-up" to it
+    (so the raw channel is open and the next publish may take the fast path)."""
+    queue = names.queue(name)
+    raw.channel.queue_declare(queue)
+    channel = managed(pool, f"fastpub-{name}", confirms=True)
+    await publish(channel, queue, "warm-up")
+    return queue, channel
+
+
 async def test_publishes_in_flight_with_slow_ones_interleaved_all_arrive_once_in_order(
     pool: AsyncConnectionPool, names: Names, raw: RawBroker, spy: PathSpy
 ) -> None:
-    queue = names.queue("order")
-    raw.channel.queue_declare(queue)
-    channel = managed(pool, "fastpub-order", confirms=True)
-    await publish(channel, queue, "warm-up")
+    queue, channel = await warmed_up(pool, names, raw, "order")
     aiormq_channel: Any = await channel.raw()
 
     direct: list[str] = []
@@ -140,10 +149,7 @@ async def test_publishes_in_flight_with_slow_ones_interleaved_all_arrive_once_in
 async def test_returns_reach_their_own_publish_among_many_in_flight(
     pool: AsyncConnectionPool, names: Names, raw: RawBroker, spy: PathSpy
 ) -> None:
-    queue = names.queue("routed")
-    raw.channel.queue_declare(queue)
-    channel = managed(pool, "fastpub-returns", confirms=True)
-    await publish(channel, queue, "warm-up")
+    queue, channel = await warmed_up(pool, names, raw, "routed")
     targets = {f"m-{i:04d}": (queue if i % 3 else names.queue("nobody")) for i in range(600)}
     results = await asyncio.gather(
         *(publish(channel, target, m) for m, target in targets.items()), return_exceptions=True
@@ -187,10 +193,7 @@ async def test_nacks_reach_their_own_publish_among_many_in_flight(
 async def test_a_publish_to_a_missing_exchange_raises_the_brokers_refusal_and_the_channel_heals(
     pool: AsyncConnectionPool, names: Names, raw: RawBroker, spy: PathSpy
 ) -> None:
-    queue = names.queue("after")
-    raw.channel.queue_declare(queue)
-    channel = managed(pool, "fastpub-missing", confirms=True)
-    await publish(channel, queue, "warm-up")
+    queue, channel = await warmed_up(pool, names, raw, "after")
     with pytest.raises(PublishError, match="does not exist"):
         await channel.publish(
             b"x",
@@ -208,10 +211,7 @@ async def test_a_publish_to_a_missing_exchange_raises_the_brokers_refusal_and_th
 async def test_a_connection_closed_under_a_waiting_publish_raises_connection_lost(
     pool: AsyncConnectionPool, names: Names, raw: RawBroker, spy: PathSpy
 ) -> None:
-    queue = names.queue("cut")
-    raw.channel.queue_declare(queue)
-    channel = managed(pool, "fastpub-cut", confirms=True)
-    await publish(channel, queue, "warm-up")
+    queue, channel = await warmed_up(pool, names, raw, "cut")
     aiormq_channel: Any = await channel.raw()
 
     async def no_confirms(frame: Any) -> None:
@@ -233,10 +233,7 @@ async def test_a_connection_closed_under_a_waiting_publish_raises_connection_los
 async def test_a_publish_past_its_deadline_times_out_and_a_late_confirm_is_ignored(
     pool: AsyncConnectionPool, names: Names, raw: RawBroker, spy: PathSpy
 ) -> None:
-    queue = names.queue("late")
-    raw.channel.queue_declare(queue)
-    channel = managed(pool, "fastpub-late", confirms=True)
-    await publish(channel, queue, "warm-up")
+    queue, channel = await warmed_up(pool, names, raw, "late")
     aiormq_channel: Any = await channel.raw()
     held: list[Any] = []
     on_confirm = aiormq_channel._on_confirm_frame
