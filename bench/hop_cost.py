@@ -1,10 +1,10 @@
 """What a sync caller pays to get a coroutine run: a hop to the IO thread, or a lent loop.
 
 The sync API runs every coroutine on the process's IO thread (``Portal.call``):
-two thread wake-ups per call. The alternative design a sync rpc or prefetch-1
-consumer would need to reach pika (see bench/README.md, "Not done") lends the
-event loop to the blocked caller, which then runs it itself until its result
-is there. This times both with a trivial coroutine, ``--calls`` times each:
+two thread wake-ups per call. The alternative lends the event loop to the
+blocked caller, which then runs it itself until its result is there (built,
+measured on the bench rows and dropped: bench/README.md, "Lending the loop").
+This times both with a trivial coroutine, ``--calls`` times each:
 
 - ``Portal.call``: the bus's own hop, IO thread on uvloop as in the library;
 - the loop lent to the caller: ``run_forever`` on the caller's thread until the
