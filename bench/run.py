@@ -20,12 +20,13 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import Sample, last_cpu_seconds, make_context
+from common import BenchContext, Sample, last_cpu_seconds, make_context
 from google.protobuf.internal import api_implementation
 from profiling import profiled
 from registry import REGISTRY, ROWS, Impl, load_all
@@ -57,7 +58,7 @@ class Result:
         return statistics.median(values) if values else None
 
 
-def worker(impl_name: str, work: str, messages: int) -> int:
+def worker(impl_name: str, work: str, messages: int, on_thread: bool = False) -> int:
     """Child process: do one work row with one implementation, print a JSON Sample."""
     load_all()
     impl: Impl = REGISTRY[work][impl_name]
@@ -72,7 +73,7 @@ def worker(impl_name: str, work: str, messages: int) -> int:
     try:
         impl.prepare(ctx)
         with profiled():  # a flame graph of the timed work, if BENCH_PROFILE_SVG is set
-            sample = impl.run(ctx)
+            sample = _run(impl, ctx, on_thread)
         # CPU per message of this process (all threads) while timed: far
         # steadier than wall time on a loaded machine. Node reports its own.
         cpu = last_cpu_seconds()
@@ -84,10 +85,19 @@ def worker(impl_name: str, work: str, messages: int) -> int:
     return 0
 
 
-def run_worker(impl: str, work: str, messages: int) -> Sample | str:
+def _run(impl: Impl, ctx: BenchContext, on_thread: bool) -> Sample:
+    if not on_thread:
+        return impl.run(ctx)
+    with ThreadPoolExecutor(1, thread_name_prefix="bench-work") as pool:
+        return pool.submit(impl.run, ctx).result()
+
+
+def run_worker(impl: str, work: str, messages: int, on_thread: bool = False) -> Sample | str:
     """Parent: run one worker subprocess; a Sample, or the error text."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, work]
     cmd += ["--messages", str(messages)]
+    if on_thread:
+        cmd.append("--on-thread")
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=ROWS[work].deadline_s * 2, check=False
@@ -103,20 +113,28 @@ def run_worker(impl: str, work: str, messages: int) -> Sample | str:
         return f"bad worker output: {exc}"
 
 
-def run_with_retry(impl: str, work: str, messages: int) -> tuple[Sample | str, list[str]]:
+def run_with_retry(
+    impl: str, work: str, messages: int, on_thread: bool = False
+) -> tuple[Sample | str, list[str]]:
     """run_worker, again after a pause if it failed (the shared broker may be restarting)."""
     failures: list[str] = []
     for attempt in range(1 + WORKER_RETRIES):
         if attempt:
             time.sleep(RETRY_PAUSE_S)
-        out = run_worker(impl, work, messages)
+        out = run_worker(impl, work, messages, on_thread)
         if isinstance(out, Sample):
             return out, failures
         failures.append(out)
     return failures[-1], failures[:-1]
 
 
-def measure(work: str, messages: int, repeat: int, only: list[str] | None = None) -> list[Result]:
+def measure(
+    work: str,
+    messages: int,
+    repeat: int,
+    only: list[str] | None = None,
+    on_thread: bool = False,
+) -> list[Result]:
     impls = {n: i for n, i in REGISTRY[work].items() if only is None or n in only}
     results = {
         name: Result(name, impl.raw, [], [], anchor=impl.anchor) for name, impl in impls.items()
@@ -127,7 +145,7 @@ def measure(work: str, messages: int, repeat: int, only: list[str] | None = None
         for name in impls:
             print(f"  [{work} {r + 1}/{repeat}] {name} ...", end="", flush=True, file=sys.stderr)
             t0 = time.monotonic()
-            out, retried = run_with_retry(name, work, messages)
+            out, retried = run_with_retry(name, work, messages, on_thread)
             took = time.monotonic() - t0
             results[name].retried += [f"retried after: {why}" for why in retried]
             if isinstance(out, Sample):
@@ -238,12 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--impl", action="append", default=None, help="only this implementation (repeat; A/B runs)"
     )
+    parser.add_argument(
+        "--on-thread",
+        action="store_true",
+        help="run each worker's timed work on a thread other than the main one (the sync "
+        "API's handlers run on the thread that called start_consuming)",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
         impl, work = args.worker
-        return worker(impl, work, args.messages or ROWS[work].default_messages)
+        return worker(impl, work, args.messages or ROWS[work].default_messages, args.on_thread)
 
     unavailable = load_all()
     rows = args.only.split(",") if args.only else list(ROWS)
@@ -269,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     tables: list[str] = []
     for work in rows:
         messages = args.messages or ROWS[work].default_messages
-        results = measure(work, messages, args.repeat, args.impl)
+        results = measure(work, messages, args.repeat, args.impl, args.on_thread)
         tables.append(table(work, results, messages))
         report["rows"][work] = {
             "messages": messages,
