@@ -6,6 +6,8 @@ The synchronous classes the spec names live here; their asyncio twins are in
 
 from messaging.agent import BaseAgent
 from messaging.aio import hooks as _hooks
+from messaging.aio.envelope import Envelope, Outgoing
+from messaging.aio.middleware import Middleware
 from messaging.aio.pool import PoolHealth
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, Settings, load_config
@@ -25,6 +27,7 @@ from messaging.errors import (
     PublishError,
     PublishNackedError,
     PublishTimeoutError,
+    RejectedMessageError,
     RequestTimeoutError,
     ShutdownTimeoutError,
     StoreError,
@@ -35,7 +38,7 @@ from messaging.errors import (
     UnroutableMessageError,
     VirtualHostError,
 )
-from messaging.idempotency import Deduplicator, idempotent
+from messaging.idempotency import Deduplicator, Idempotent, idempotent
 from messaging.metadata import MessageBuilder, create_metadata
 from messaging.ops import health as _health
 from messaging.publisher import EventPublisher
@@ -61,12 +64,16 @@ __all__ = [
     "ContextStore",
     "DecodeError",
     "Deduplicator",
+    "Envelope",
     "EventPublisher",
     "EventSubscriber",
+    "Idempotent",
     "InMemoryContextStore",
     "InvalidMessageError",
     "MessageBuilder",
     "MessagingError",
+    "Middleware",
+    "Outgoing",
     "PoisonMessageError",
     "PoolHealth",
     "PublishError",
@@ -75,6 +82,7 @@ __all__ = [
     "RabbitMQConfig",
     "RedisContextStore",
     "RedisDeduplicator",
+    "RejectedMessageError",
     "RequestTimeoutError",
     "RetryPolicy",
     "Settings",

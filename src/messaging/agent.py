@@ -10,6 +10,7 @@ from google.protobuf.message import Message as ProtoMessage
 from messaging._portal import Portal
 from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore, require_handler
 from messaging.aio.failures import Republisher
+from messaging.aio.middleware import Middleware
 from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
@@ -66,6 +67,7 @@ class BaseAgent(EventSubscriber):
             context_ttl,
             options.get("declare", True),
             mandatory,
+            options.get("middlewares", ()),
         )
         super().__init__(
             connection_pool=connection_pool,
@@ -83,6 +85,11 @@ class BaseAgent(EventSubscriber):
     def send_only(self) -> bool:
         """True when built with ``routing_keys=[]``: publishes, never consumes."""
         return self.consumer.send_only
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Run ``middleware`` around every message this agent handles and sends."""
+        self.agent.publisher.use(super().use(middleware))
+        return middleware
 
     def _failure_publisher(self) -> Republisher | None:
         # Failed messages are moved on the agent's own publisher: one per agent.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from messaging._portal import Portal
+from messaging.aio.middleware import Middleware
 from messaging.aio.pool import AsyncConnectionPool, PoolHealth
 from messaging.config import RabbitMQConfig
 from messaging.transport import Connection
@@ -46,6 +47,14 @@ class ConnectionPool:
     @property
     def consuming(self) -> Connection:
         return self.aio.consuming
+
+    @property
+    def middlewares(self) -> tuple[Middleware, ...]:
+        return self.aio.middlewares
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Run ``middleware`` for every publisher and subscriber of this pool, before their own."""
+        return self.aio.use(middleware)
 
     def connect(self) -> None:
         self._portal.call(self.aio.connect())

@@ -18,6 +18,7 @@
     ├── DecodeError                   a body that is not the protobuf it claims to be
     │   └── UnknownRoutingKeyError    no message class for the routing key that arrived
     ├── PoisonMessageError            redelivered too often without an ack (it kills its consumer)
+    ├── RejectedMessageError          a handler or middleware refuses a message: DLQ, no retries
     ├── RequestTimeoutError           no reply to a request within its timeout
     ├── ShutdownTimeoutError          handlers still running at the shutdown deadline
     ├── StoreError                    the shared store (Redis) is unreachable or failed
@@ -178,6 +179,14 @@ class PoisonMessageError(MessagingError):
 
     Each redelivery means the consumer holding it crashed or lost its
     connection; the bus dead-letters it instead of letting it loop.
+    """
+
+
+class RejectedMessageError(MessagingError):
+    """Raised by a handler or a middleware to dead-letter the message at once, without retries.
+
+    For a message that can never succeed (it fails an authorisation check, it
+    breaks a business rule); the DLQ copy carries the error's text.
     """
 
 

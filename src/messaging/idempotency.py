@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from messaging._expiring import ExpiringMap
+from messaging.aio.envelope import Envelope
+from messaging.aio.middleware import AsyncConsumeStep, ConsumeStep, Middleware
+from messaging.errors import ConfigurationError
 
 log = logging.getLogger("messaging.idempotency")
 
@@ -50,59 +54,105 @@ class Deduplicator:
         self._seen.set(message_id, True, self.ttl)
 
 
-def idempotent(deduplicator: SeenMessages) -> Callable[[Handler], Handler]:
-    """Decorate ``handle_message(self, message, properties)`` to skip repeated message ids.
+class Idempotent(Middleware):
+    """Handle each ``message_id`` once: a message already handled is acked and skipped.
 
-    An id is remembered only after the handler returns, so a failed attempt
-    (retried or dead-lettered) does not block the next one. Works on sync and
-    async handlers alike.
+    An id is remembered only after the handler returned, so a failed attempt
+    (retried or dead-lettered) does not block the next one. A store that waits
+    on the network (Redis) is called off the event loop on the asyncio API.
     """
 
+    def __init__(self, deduplicator: SeenMessages) -> None:
+        self.deduplicator = deduplicator
+        self._blocking = bool(getattr(deduplicator, "blocking", False))
+
+    def consume(self, envelope: Envelope) -> ConsumeStep:
+        if self.is_duplicate(envelope.properties):
+            return
+        yield
+        self.remember(envelope.properties)
+
+    async def consume_async(self, envelope: Envelope) -> AsyncConsumeStep:
+        properties = envelope.properties
+        if self._blocking:
+            if await asyncio.to_thread(self.is_duplicate, properties):
+                return
+            yield
+            await asyncio.to_thread(self.remember, properties)
+        else:
+            if self.is_duplicate(properties):
+                return
+            yield
+            self.remember(properties)
+
+    def is_duplicate(self, properties: Mapping[str, Any]) -> bool:
+        message_id = properties.get("message_id")
+        if message_id and self.deduplicator.seen(message_id):
+            log.info(
+                "duplicate of message %s skipped [correlation_id=%s]",
+                message_id,
+                properties.get("correlation_id"),
+            )
+            return True
+        return False
+
+    def remember(self, properties: Mapping[str, Any]) -> None:
+        message_id = properties.get("message_id")
+        if message_id:
+            self.deduplicator.remember(message_id)
+
+
+def idempotent(deduplicator: SeenMessages) -> Callable[[Handler], Handler]:
+    """Decorate a handler to skip repeated message ids: :class:`Idempotent` as a decorator.
+
+    Works on any handler whose last argument is the properties dict, sync or
+    async: ``handle_message(self, message, properties)`` and a BaseAgent's
+    ``route_message(self, message, routing_key, properties)`` alike. To cover
+    every handler of an agent, pass ``middlewares=[Idempotent(...)]`` instead.
+    """
+    guard = Idempotent(deduplicator)
+
     def decorate(handler: Handler) -> Handler:
-        import inspect
-
-        def duplicate(properties: dict[str, Any]) -> bool:
-            message_id = properties.get("message_id")
-            if message_id and deduplicator.seen(message_id):
-                log.info(
-                    "duplicate of message %s skipped [correlation_id=%s]",
-                    message_id,
-                    properties.get("correlation_id"),
-                )
-                return True
-            return False
-
         if inspect.iscoroutinefunction(handler):
-            # A shared store (Redis) waits on the network: off the event loop.
-            blocking = bool(getattr(deduplicator, "blocking", False))
 
             @functools.wraps(handler)
-            async def async_wrapper(self: Any, message: Any, properties: dict[str, Any]) -> Any:
-                if (
-                    await asyncio.to_thread(duplicate, properties)
-                    if blocking
-                    else duplicate(properties)
-                ):
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                properties = _properties_of(handler, args, kwargs)
+                if guard._blocking:
+                    if await asyncio.to_thread(guard.is_duplicate, properties):
+                        return None
+                elif guard.is_duplicate(properties):
                     return None
-                result = await handler(self, message, properties)
-                message_id = properties.get("message_id")
-                if message_id and blocking:
-                    await asyncio.to_thread(deduplicator.remember, message_id)
-                elif message_id:
-                    deduplicator.remember(message_id)
+                result = await handler(*args, **kwargs)
+                if guard._blocking:
+                    await asyncio.to_thread(guard.remember, properties)
+                else:
+                    guard.remember(properties)
                 return result
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(handler)
-        def wrapper(self: Any, message: Any, properties: dict[str, Any]) -> Any:
-            if duplicate(properties):
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            properties = _properties_of(handler, args, kwargs)
+            if guard.is_duplicate(properties):
                 return None
-            result = handler(self, message, properties)
-            if properties.get("message_id"):
-                deduplicator.remember(properties["message_id"])
+            result = handler(*args, **kwargs)
+            guard.remember(properties)
             return result
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _properties_of(
+    handler: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Mapping[str, Any]:
+    properties = kwargs.get("properties", args[-1] if args else None)
+    if not isinstance(properties, Mapping):
+        raise ConfigurationError(
+            f"@idempotent on {handler.__qualname__}: its last argument must be the message's "
+            f"properties dict (as in handle_message and route_message), got {properties!r}"
+        )
+    return properties

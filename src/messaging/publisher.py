@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Sequence
 from typing import Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
+from messaging.aio.middleware import Middleware
 from messaging.aio.options import MessageOptions, PublishOptions
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.connection import ConnectionPool
@@ -34,6 +36,7 @@ class EventPublisher:
         *,
         publish_timeout: float | None = None,
         mandatory: bool = True,
+        middlewares: Sequence[Middleware] = (),
     ) -> None:
         self.aio = AsyncEventPublisher(
             connection_pool.aio,
@@ -41,8 +44,13 @@ class EventPublisher:
             exchange_name,
             publish_timeout=publish_timeout,
             mandatory=mandatory,
+            middlewares=middlewares,
         )
         self._portal = Portal.get()
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Add a middleware to every message this publisher sends (after the pool's)."""
+        return self.aio.use(middleware)
 
     @property
     def agent_name(self) -> str:

@@ -26,6 +26,7 @@ from messaging._shutdown import Watchdog
 from messaging.aio import hooks
 from messaging.aio.consumer import Consumer
 from messaging.aio.failures import Republisher
+from messaging.aio.middleware import ConsumeChain, Middleware, check
 from messaging.aio.options import SubscriberKeywords, SubscriberOptions
 from messaging.aio.pipeline import Pipeline
 from messaging.aio.publisher import DEFAULT_EXCHANGE
@@ -84,6 +85,7 @@ class EventSubscriber(ABC):
             send_only_allowed=self._send_only_allowed,
         )
         self.shutdown_timeout = settings.shutdown_timeout
+        self.middlewares: tuple[Middleware, ...] = settings.middlewares
         self.consumer = Consumer(
             connection_pool.aio, settings, self.get_message_class, self.accepted_types
         )
@@ -117,6 +119,12 @@ class EventSubscriber(ABC):
     def broker_consumer_count(self) -> int:
         """Consumers the broker itself counts on the queue."""
         return self._portal.call(self.consumer.broker_consumer_count())
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Run ``middleware`` around every message handled here, after the pool's and the
+        ones given before; takes effect when consuming starts."""
+        self.middlewares = (*self.middlewares, check(middleware))
+        return middleware
 
     @abstractmethod
     def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
@@ -166,8 +174,12 @@ class EventSubscriber(ABC):
         return None
 
     async def _start(self) -> None:
+        middlewares = ConsumeChain(
+            (*self.connection_pool.aio.middlewares, *self.middlewares),
+            run_on_loop=self._portal.call,
+        )
         self._pipeline = Pipeline.open(
-            self.consumer, asyncio.get_running_loop(), self._failure_publisher()
+            self.consumer, asyncio.get_running_loop(), self._failure_publisher(), middlewares
         )
         # _on_delivery only queues: called on the reader, no Task per delivery.
         await self.consumer.start(self._on_delivery, inline=True)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar, Unpack, cast
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.failures import Republisher
+from messaging.aio.middleware import Middleware
 from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
 from messaging.aio.outgoing import OutgoingMessage
 from messaging.aio.pool import AsyncConnectionPool
@@ -72,10 +73,16 @@ class AgentCore:
         context_ttl: float,
         declare: bool = True,
         mandatory: bool = True,
+        middlewares: Sequence[Middleware] = (),
     ) -> None:
         self.agent_name = agent_name
         self.publisher = AsyncEventPublisher(
-            pool, agent_name, exchange_name, declare=declare, mandatory=mandatory
+            pool,
+            agent_name,
+            exchange_name,
+            declare=declare,
+            mandatory=mandatory,
+            middlewares=middlewares,
         )
         # None: STORE__REDIS_URL decides (Redis, shared by replicas), else process memory.
         self.contexts: ContextStore = (
@@ -241,6 +248,7 @@ class AsyncBaseAgent(AsyncEventSubscriber):
             context_ttl,
             options.get("declare", True),
             mandatory,
+            options.get("middlewares", ()),
         )
         super().__init__(
             connection_pool,
@@ -257,6 +265,11 @@ class AsyncBaseAgent(AsyncEventSubscriber):
     def send_only(self) -> bool:
         """True when built with ``routing_keys=[]``: publishes, never consumes."""
         return self.consumer.send_only
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Run ``middleware`` around every message this agent handles and sends."""
+        self.agent.publisher.use(super().use(middleware))
+        return middleware
 
     def _failure_publisher(self) -> Republisher | None:
         # Failed messages are moved on the agent's own publisher: one per agent.

@@ -23,6 +23,7 @@ from messaging.errors import (
     ConnectionFailedError,
     DecodeError,
     PoisonMessageError,
+    RejectedMessageError,
     UnknownRoutingKeyError,
 )
 from messaging.headers import (
@@ -132,6 +133,7 @@ class Consumer:
         self.permanent_errors: tuple[type[BaseException], ...] = (
             DecodeError,
             PoisonMessageError,
+            RejectedMessageError,
             *options.permanent_errors,
         )
         self.max_redeliveries = options.max_redeliveries

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from messaging._shutdown import DEFAULT_SHUTDOWN_TIMEOUT, validate_shutdown_timeout
+from messaging.aio.middleware import Middleware, validated
 from messaging.errors import ConfigurationError
 from messaging.routing import validate_binding_pattern
 from messaging.topology import Overflow, QueueType, validate_name
@@ -92,6 +93,9 @@ class SubscriberKeywords(TypedDict, total=False):
     """False: declare nothing, check that the operator-managed topology exists."""
     shutdown_timeout: float
     """Seconds handlers in hand get to finish once shutdown begins (default 30)."""
+    middlewares: Sequence[Middleware]
+    """Run around every message handled (and, for an agent, sent), after the pool's
+    (:mod:`messaging.aio.middleware`)."""
 
 
 class AgentKeywords(SubscriberKeywords, total=False):
@@ -124,6 +128,7 @@ class SubscriberOptions:
     single_active_consumer: bool = False
     declare: bool = True
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    middlewares: tuple[Middleware, ...] = ()
 
     @classmethod
     def of(
@@ -182,6 +187,7 @@ class SubscriberOptions:
             shutdown_timeout=validate_shutdown_timeout(
                 keywords.get("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT)
             ),
+            middlewares=tuple(validated(keywords.get("middlewares", ()))),
         )
 
     @property

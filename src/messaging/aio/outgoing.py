@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from messaging.aio.envelope import Outgoing
 from messaging.transport import Properties
 
 
@@ -21,6 +22,8 @@ class OutgoingMessage:
     properties: Properties
     mandatory: bool
     timeout: float
+    envelope: Outgoing | None = None
+    """What ``publish_async`` middlewares see and change; None when there are none."""
 
     @property
     def message_id(self) -> str:

@@ -30,7 +30,9 @@ from typing import Any, Protocol
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.consumer import Consumer, delivery_properties
+from messaging.aio.envelope import Envelope
 from messaging.aio.failures import FailureRouter, Republisher
+from messaging.aio.middleware import ConsumeChain
 from messaging.aio.publisher import AsyncEventPublisher
 from messaging.transport import Delivery
 
@@ -118,9 +120,15 @@ class Pipeline:
     """One subscriber's per-delivery work, shared by the sync and the async API."""
 
     def __init__(
-        self, consumer: Consumer, failures: FailureRouter, loop: asyncio.AbstractEventLoop
+        self,
+        consumer: Consumer,
+        failures: FailureRouter,
+        loop: asyncio.AbstractEventLoop,
+        middlewares: ConsumeChain | None = None,
     ) -> None:
         self.consumer = consumer
+        # None when there are none: a delivery then costs no Envelope.
+        self.middlewares = middlewares or None
         self.failures = failures
         self.loop = loop
         self.acks = AckWindow(consumer, loop)
@@ -137,16 +145,18 @@ class Pipeline:
         consumer: Consumer,
         loop: asyncio.AbstractEventLoop,
         publisher: Republisher | None = None,
+        middlewares: ConsumeChain | None = None,
     ) -> Pipeline:
         """A pipeline whose failures go out on ``publisher`` (an agent's own), or on a
-        publisher of its own, closed with it, when none is given."""
+        publisher of its own, closed with it, when none is given; ``middlewares`` run
+        around the handler."""
         own = None
         if publisher is None:
             own = AsyncEventPublisher(
                 consumer.pool, consumer.agent_name, consumer.exchange_name, declare=consumer.declare
             )
             publisher = own
-        pipeline = cls(consumer, FailureRouter(consumer, publisher), loop)
+        pipeline = cls(consumer, FailureRouter(consumer, publisher), loop, middlewares)
         pipeline._own_publisher = own
         return pipeline
 
@@ -175,12 +185,20 @@ class Pipeline:
         properties = delivery_properties(delivery)
         handling = consumer.started(properties)
         try:
-            handler(consumer.decode(delivery), properties)
+            message = consumer.decode(delivery)
+            if self.middlewares is None:
+                handler(message, properties)
+            else:
+                self.middlewares.run(self._envelope(message, properties), handler)
         except Exception as exc:
             consumer.finished(handling, exc)
             return exc
         consumer.finished(handling, None)
         return None
+
+    def _envelope(self, message: ProtoMessage, properties: dict[str, Any]) -> Envelope:
+        consumer = self.consumer
+        return Envelope(message, properties, consumer.agent_name, consumer.queue_name)
 
     async def handle_async(self, delivery: Delivery, handler: AsyncHandler) -> None:
         """Admit, run an async handler and settle, on the loop (one task per delivery)."""
@@ -190,7 +208,11 @@ class Pipeline:
         properties = delivery_properties(delivery)
         handling = consumer.started(properties)
         try:
-            await handler(consumer.decode(delivery), properties)
+            message = consumer.decode(delivery)
+            if self.middlewares is None:
+                await handler(message, properties)
+            else:
+                await self.middlewares.run_async(self._envelope(message, properties), handler)
         except Exception as exc:
             consumer.finished(handling, exc)
             self.settle(delivery, exc)

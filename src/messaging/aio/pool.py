@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from messaging.aio.middleware import Middleware, check
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, load_config
 from messaging.ops.metrics import POOLS
@@ -43,7 +44,16 @@ class AsyncConnectionPool:
         self.publishing: Connection = open_connection(self.config, self.policy, "publish")
         self.consuming: Connection = open_connection(self.config, self.policy, "consume")
         self.closed = False
+        self.middlewares: tuple[Middleware, ...] = ()
         POOLS.track(self)
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Run ``middleware`` for every publisher and subscriber of this pool, before their own.
+
+        Subscribers take the pool's middlewares when they start consuming.
+        """
+        self.middlewares = (*self.middlewares, check(middleware))
+        return middleware
 
     async def connect(self) -> None:
         """Open both connections now instead of on first use (fails fast on bad credentials)."""

@@ -6,11 +6,14 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
+from messaging.aio.envelope import Outgoing
+from messaging.aio.middleware import Middleware, PublishChain, check, validated
 from messaging.aio.once import Once
 from messaging.aio.options import DEFAULT_EXCHANGE as DEFAULT_EXCHANGE
 from messaging.aio.options import MessageOptions, PublishOptions, publish_options
@@ -73,10 +76,12 @@ class AsyncEventPublisher:
         publish_timeout: float | None = None,
         mandatory: bool = True,
         declare: bool = True,
+        middlewares: Sequence[Middleware] = (),
     ) -> None:
         validate_name("exchange", exchange_name)
         if not agent_name:
             raise InvalidMessageError("agent_name must be a non-empty string")
+        self.middlewares: tuple[Middleware, ...] = tuple(validated(middlewares))
         self.pool = connection_pool
         self.agent_name = agent_name
         self.exchange_name = exchange_name
@@ -95,6 +100,25 @@ class AsyncEventPublisher:
         self._ensure_exchange = Once(self._declare_exchange)
         self._closed = False
         self._requester: AsyncRequester | None = None
+        # (the pool's middlewares, ours) -> their publish hooks, rebuilt when either changes
+        self._chain_of: tuple[tuple[Middleware, ...], tuple[Middleware, ...]] = ((), ())
+        self._chain: PublishChain | None = None
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Add a middleware to every message this publisher sends (after the pool's)."""
+        self.middlewares = (*self.middlewares, check(middleware))
+        return middleware
+
+    def _publish_chain(self) -> PublishChain | None:
+        """The publish hooks in force: the pool's middlewares, then ours; None when none."""
+        pool_middlewares = self.pool.middlewares
+        own = self.middlewares
+        cached_pool, cached_own = self._chain_of
+        if pool_middlewares is not cached_pool or own is not cached_own:
+            self._chain_of = (pool_middlewares, own)
+            chain = PublishChain((*pool_middlewares, *own))
+            self._chain = chain if (chain.has_async or chain.has_sync) else None
+        return self._chain
 
     @property
     def closed(self) -> bool:
@@ -146,9 +170,26 @@ class AsyncEventPublisher:
             correlation_id = meta.correlation_id or None
         headers = options.get("headers")
         header_table = dict(headers) if headers else {}
-        tracing.inject(header_table, routing_key)
         exchange = options.get("exchange")
         target = self.exchange_name if exchange is None else exchange
+        envelope = None
+        chain = self._publish_chain() if (self.middlewares or self.pool.middlewares) else None
+        if chain is not None:
+            envelope = Outgoing(
+                message=message,
+                exchange=target,
+                routing_key=routing_key,
+                headers=header_table,
+                agent_name=self.agent_name,
+                message_id=message_id,
+                correlation_id=correlation_id,
+                reply_to=options.get("reply_to"),
+            )
+            chain.prepare(envelope)
+            header_table = envelope.headers
+            if not chain.has_async:
+                envelope = None
+        tracing.inject(header_table, routing_key)
         mandatory = options.get("mandatory")
         return OutgoingMessage(
             body=body,
@@ -171,10 +212,13 @@ class AsyncEventPublisher:
             mandatory=(self.mandatory if mandatory is None else mandatory)
             and not (target == "" and routing_key.startswith(DIRECT_REPLY_TO)),
             timeout=options.get("timeout") or self.publish_timeout,
+            envelope=envelope,
         )
 
     async def send(self, outgoing: OutgoingMessage) -> str:
         """Send a prepared message and wait for the confirm; returns its ``message_id``."""
+        if outgoing.envelope is not None:
+            await self._before_send(outgoing)
         await self._send(
             outgoing.body,
             outgoing.exchange,
@@ -253,6 +297,8 @@ class AsyncEventPublisher:
         """
         if self._closed:
             raise ClosedError(f"publisher {self.agent_name!r} is closed")
+        if outgoing.envelope is not None:
+            await self._before_send(outgoing)
         if self._reply_channel is None:
             self._reply_channel = self.pool.publishing.channel(f"reply:{self.agent_name}")
         await self._send(
@@ -265,6 +311,13 @@ class AsyncEventPublisher:
             channel=self._reply_channel,
         )
         return outgoing.message_id
+
+    async def _before_send(self, outgoing: OutgoingMessage) -> None:
+        """Run the ``publish_async`` middlewares; the headers they leave are sent."""
+        chain, envelope = self._publish_chain(), outgoing.envelope
+        if chain is not None and envelope is not None:
+            await chain.before_send(envelope)
+            outgoing.properties.headers = envelope.headers or None
 
     async def republish(
         self,

@@ -20,6 +20,7 @@ from messaging._shutdown import (
 from messaging.aio import hooks
 from messaging.aio.consumer import Consumer
 from messaging.aio.failures import Republisher
+from messaging.aio.middleware import ConsumeChain, Middleware, check
 from messaging.aio.options import SubscriberKeywords, SubscriberOptions
 from messaging.aio.pipeline import Pipeline
 from messaging.aio.pool import AsyncConnectionPool
@@ -65,6 +66,7 @@ class AsyncEventSubscriber(ABC):
             send_only_allowed=self._send_only_allowed,
         )
         self.shutdown_timeout = settings.shutdown_timeout
+        self.middlewares: tuple[Middleware, ...] = settings.middlewares
         self.consumer = Consumer(
             connection_pool, settings, self.get_message_class, self.accepted_types
         )
@@ -90,6 +92,12 @@ class AsyncEventSubscriber(ABC):
     @property
     def is_consuming(self) -> bool:
         return self.consumer.is_consuming
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Run ``middleware`` around every message handled here, after the pool's and the
+        ones given before; takes effect when consuming starts."""
+        self.middlewares = (*self.middlewares, check(middleware))
+        return middleware
 
     @abstractmethod
     def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
@@ -117,7 +125,10 @@ class AsyncEventSubscriber(ABC):
         """Declare the queue and its dead-lettering, then start consuming; returns at once."""
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
-        self._pipeline = Pipeline.open(self.consumer, self._loop, self._failure_publisher())
+        middlewares = ConsumeChain((*self.connection_pool.middlewares, *self.middlewares))
+        self._pipeline = Pipeline.open(
+            self.consumer, self._loop, self._failure_publisher(), middlewares
+        )
         await self.consumer.start(self._on_delivery, inline=True)
         hooks.subscriber_started(self.connection_pool, self)  # the health endpoint, if asked for
 
