@@ -20,6 +20,7 @@
     ├── PoisonMessageError            redelivered too often without an ack (it kills its consumer)
     ├── RejectedMessageError          a handler or middleware refuses a message: DLQ, no retries
     ├── RequestTimeoutError           no reply to a request within its timeout
+    ├── RemoteError                   the agent answering a request gave up on it (handler failed)
     ├── ShutdownTimeoutError          handlers still running at the shutdown deadline
     ├── StoreError                    the shared store (Redis) is unreachable or failed
     └── ClosedError                   the object was closed and cannot be used
@@ -192,6 +193,28 @@ class RejectedMessageError(MessagingError):
 
 class RequestTimeoutError(MessagingError, TimeoutError):
     """A request got no reply within its timeout."""
+
+
+class RemoteError(MessagingError):
+    """The agent answering a request gave up on it: its handler failed for good.
+
+    Raised by ``request()`` as soon as the responder dead-letters the request
+    (after its retries, or at once for a permanent error), instead of the
+    caller waiting out its timeout. ``error_type`` is the remote exception's
+    full name, ``remote_message`` its text, ``agent`` the responder.
+    """
+
+    def __init__(
+        self, error_type: str, remote_message: str, agent: str, correlation_id: str
+    ) -> None:
+        super().__init__(
+            f"{agent or 'the responder'} failed the request: {error_type}: {remote_message} "
+            f"[correlation_id={correlation_id}]"
+        )
+        self.error_type = error_type
+        self.remote_message = remote_message
+        self.agent = agent
+        self.correlation_id = correlation_id
 
 
 class ClosedError(MessagingError, RuntimeError):

@@ -29,6 +29,16 @@ REDELIVERIES = "x-chimera-redeliveries"
 
 MAX_ERROR_MESSAGE = 1000
 
+ERROR_REPLY = "chimera.error"
+"""The AMQP ``type`` of an error reply: the agent answering a request gave up on it.
+
+Sent to a caller waiting on direct reply-to, with the request's
+``correlation_id``, the headers :data:`ERROR_TYPE`, :data:`ERROR_MESSAGE` and
+:data:`FAILED_AGENT`, and the same as a JSON object in the body
+(``content_type`` ``application/json``: ``error_type``, ``message``,
+``agent``, ``correlation_id``), so that a client in any language can read it.
+"""
+
 
 def without_bus_headers(headers: Mapping[Any, Any]) -> dict[Any, Any]:
     """``headers`` minus every ``x-chimera-*`` one (a sender's, not to be believed)."""

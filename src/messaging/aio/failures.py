@@ -15,16 +15,21 @@ agent, shared with its publishes and requests).
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from messaging.aio.consumer import Consumer, headers_of, routing_key_of
+from messaging.aio.outgoing import OutgoingMessage
+from messaging.aio.rpc import DIRECT_REPLY_TO
 from messaging.errors import DecodeError, PoisonMessageError, PublishError
 from messaging.headers import (
     ATTEMPTS,
     ERROR_MESSAGE,
+    ERROR_REPLY,
     ERROR_TYPE,
     FAILED_AGENT,
     MAX_ERROR_MESSAGE,
@@ -54,6 +59,8 @@ class Republisher(Protocol):
         properties: MessageProperties,
         timeout: float | None = None,
     ) -> None: ...
+
+    async def send_reply(self, outgoing: OutgoingMessage) -> str: ...
 
 
 class FailureRouter:
@@ -91,6 +98,59 @@ class FailureRouter:
             metrics.dead_lettered.inc()
         self.log_failure(delivery, exc, attempts, retry)
         await self._move(delivery, target, headers)
+        if not retry:
+            await self._tell_the_caller(delivery, headers)
+
+    async def _tell_the_caller(self, delivery: Delivery, headers: dict[str, Any]) -> None:
+        """A request given up on: its caller, waiting on direct reply-to, gets an error reply
+        (:data:`~messaging.headers.ERROR_REPLY`) at once instead of waiting out its timeout.
+
+        Sent after the dead-letter copy, without a confirm, as any reply; a caller
+        that has gone is not an error. Replies to named queues (``publish_with_reply``)
+        are not sent: their consumers would take it for a message of theirs.
+        """
+        props = delivery.properties
+        reply_to = props.reply_to
+        if not (reply_to and reply_to.startswith(DIRECT_REPLY_TO)):
+            return
+        error = {
+            "error_type": str(headers[ERROR_TYPE]),
+            "message": str(headers[ERROR_MESSAGE]),
+            "agent": self.agent_name,
+            "correlation_id": props.correlation_id or "",
+        }
+        reply = OutgoingMessage(
+            body=json.dumps(error).encode(),
+            exchange="",
+            routing_key=reply_to,
+            properties=Properties(
+                content_type="application/json",
+                message_type=ERROR_REPLY,
+                correlation_id=props.correlation_id,
+                message_id=uuid.uuid4().hex,
+                app_id=self.agent_name,
+                timestamp=datetime.now(tz=UTC),
+                headers={
+                    ERROR_TYPE: error["error_type"],
+                    ERROR_MESSAGE: error["message"],
+                    FAILED_AGENT: self.agent_name,
+                },
+            ),
+            mandatory=False,
+            timeout=self.consumer.pool.config.publish_timeout,
+        )
+        try:
+            await self.publisher.send_reply(reply)
+        except Exception as exc:  # the request is dead-lettered; only the caller is not told
+            log.warning(
+                "%s: could not send the error reply for message %s: %s; its caller waits "
+                "out its timeout [correlation_id=%s]",
+                self.agent_name,
+                printable(props.message_id),
+                exc,
+                printable(props.correlation_id),
+                extra=_log_ids(props),
+            )
 
     async def recount(self, delivery: Delivery) -> None:
         """Count a redelivery, and dead-letter the message past ``max_redeliveries``.

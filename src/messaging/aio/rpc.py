@@ -36,7 +36,13 @@ from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.once import Once
 from messaging.aio.outgoing import OutgoingMessage
-from messaging.errors import ConnectionFailedError, DecodeError, RequestTimeoutError
+from messaging.errors import (
+    ConnectionFailedError,
+    DecodeError,
+    RemoteError,
+    RequestTimeoutError,
+)
+from messaging.headers import ERROR_MESSAGE, ERROR_REPLY, ERROR_TYPE, FAILED_AGENT
 from messaging.serialization import deserialize, message_class_for
 from messaging.transport import Channel, Delivery
 
@@ -139,6 +145,10 @@ class AsyncRequester:
                 correlation_id,
             )
             return
+        if props.message_type == ERROR_REPLY:
+            # Believed: it answers a request of ours, on our own reply-to address.
+            future.set_exception(_remote_error(delivery, correlation_id))
+            return
         try:
             cls = message_class_for(props.message_type or "")
             future.set_result(deserialize(delivery.body, cls))
@@ -155,6 +165,21 @@ class AsyncRequester:
                         f"may or may not have been handled [correlation_id={correlation_id}]"
                     )
                 )
+
+
+def _remote_error(delivery: Delivery, correlation_id: str) -> RemoteError:
+    headers = delivery.properties.headers or {}
+
+    def text(key: str) -> str:
+        value = headers.get(key)
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+    return RemoteError(
+        text(ERROR_TYPE) or "unknown",
+        text(ERROR_MESSAGE),
+        text(FAILED_AGENT) or (delivery.properties.app_id or ""),
+        correlation_id,
+    )
 
 
 def _fail_on_refusal(reply: asyncio.Future[ProtoMessage], sending: asyncio.Task[str]) -> None:
