@@ -26,7 +26,7 @@ from messaging._shutdown import Watchdog
 from messaging.aio import hooks
 from messaging.aio.consumer import Consumer
 from messaging.aio.failures import Republisher
-from messaging.aio.middleware import ConsumeChain, Middleware, check
+from messaging.aio.middleware import Middleware, check
 from messaging.aio.options import SubscriberKeywords, SubscriberOptions
 from messaging.aio.pipeline import Pipeline
 from messaging.aio.publisher import DEFAULT_EXCHANGE
@@ -174,12 +174,12 @@ class EventSubscriber(ABC):
         return None
 
     async def _start(self) -> None:
-        middlewares = ConsumeChain(
+        self._pipeline = Pipeline.open(
+            self.consumer,
+            asyncio.get_running_loop(),
+            self._failure_publisher(),
             (*self.connection_pool.aio.middlewares, *self.middlewares),
             run_on_loop=self._portal.call,
-        )
-        self._pipeline = Pipeline.open(
-            self.consumer, asyncio.get_running_loop(), self._failure_publisher(), middlewares
         )
         # _on_delivery only queues: called on the reader, no Task per delivery.
         await self.consumer.start(self._on_delivery, inline=True)

@@ -16,17 +16,22 @@ from google.protobuf.message import Message as ProtoMessage
 class Envelope:
     """One delivery on its way to the handler.
 
-    ``properties`` is the very dict the handler receives (``routing_key``,
-    ``correlation_id``, ``message_id``, ``headers``, ``attempt``, ...): a
-    middleware may add keys to it for the handler. ``state`` is for middlewares
-    to pass values to each other; the bus never reads it.
+    ``message`` is the decoded message (the bus's decoding step runs before
+    every user middleware). ``properties`` is the very dict the handler
+    receives (``routing_key``, ``correlation_id``, ``message_id``, ``headers``,
+    ``attempt``, ...): a middleware may add keys to it for the handler.
+    ``body`` is the message as it arrived. ``state`` is for middlewares to pass
+    values to each other; the bus never reads it.
     """
 
     message: ProtoMessage
     properties: dict[str, Any]
     agent_name: str
     queue_name: str
+    body: bytes = b""
     state: dict[str, Any] = field(default_factory=dict)
+    wire: Any = field(default=None, repr=False)
+    """The transport's own properties of the delivery (for the bus's decoding step)."""
 
     @property
     def routing_key(self) -> str:

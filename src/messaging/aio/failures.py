@@ -22,7 +22,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from messaging.aio.consumer import Consumer, headers_of, routing_key_of
+from messaging.aio.consumer import Consumer
+from messaging.aio.incoming import headers_of, routing_key_of
 from messaging.aio.outgoing import OutgoingMessage
 from messaging.aio.rpc import DIRECT_REPLY_TO
 from messaging.errors import DecodeError, PoisonMessageError, PublishError

@@ -7,8 +7,11 @@ One :class:`Pipeline` per running subscriber, in this order for each delivery:
    tag in the :class:`AckWindow`, and hand a redelivered message to the
    redelivery count (:mod:`messaging.aio.failures`) instead of the handler.
 2. :meth:`Pipeline.handle` or :meth:`Pipeline.handle_async` (on the thread or
-   task that runs the handler): the properties dict, metrics, log context and
-   trace span, decoding, the handler, and its outcome.
+   task that runs the handler): an :class:`~messaging.aio.envelope.Envelope`
+   (:mod:`messaging.aio.incoming`) goes through the steps, outermost first:
+   :class:`~messaging.aio.telemetry.Telemetry` (metrics, log context, trace
+   span), :class:`~messaging.aio.codec.Decode`, the user's middlewares
+   (:mod:`messaging.aio.middleware`), and reaches the handler.
 3. :meth:`Pipeline.settle` (on the loop): a success goes to the ack window; a
    failure to the failure router, which moves the message and settles it
    itself. The sync API hands outcomes over with :meth:`Pipeline.settle_threadsafe`,
@@ -27,16 +30,23 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
+from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging.aio.consumer import Consumer, delivery_properties
+from messaging.aio.codec import Decode
+from messaging.aio.consumer import Consumer
 from messaging.aio.envelope import Envelope
 from messaging.aio.failures import FailureRouter, Republisher
-from messaging.aio.middleware import ConsumeChain
+from messaging.aio.incoming import delivery_properties
+from messaging.aio.middleware import ConsumeChain, Middleware, RunOnLoop
 from messaging.aio.publisher import AsyncEventPublisher
+from messaging.aio.telemetry import Telemetry
 from messaging.transport import Delivery
 
 log = logging.getLogger("messaging.subscriber")
+
+_UNDECODED = Empty()
+"""``Envelope.message`` until the decoding step replaces it (before any user middleware)."""
 
 SyncHandler = Callable[[ProtoMessage, dict[str, Any]], None]
 AsyncHandler = Callable[[ProtoMessage, dict[str, Any]], Awaitable[None]]
@@ -124,11 +134,10 @@ class Pipeline:
         consumer: Consumer,
         failures: FailureRouter,
         loop: asyncio.AbstractEventLoop,
-        middlewares: ConsumeChain | None = None,
+        steps: ConsumeChain,
     ) -> None:
         self.consumer = consumer
-        # None when there are none: a delivery then costs no Envelope.
-        self.middlewares = middlewares or None
+        self.steps = steps
         self.failures = failures
         self.loop = loop
         self.acks = AckWindow(consumer, loop)
@@ -145,18 +154,31 @@ class Pipeline:
         consumer: Consumer,
         loop: asyncio.AbstractEventLoop,
         publisher: Republisher | None = None,
-        middlewares: ConsumeChain | None = None,
+        middlewares: Sequence[Middleware] = (),
+        run_on_loop: RunOnLoop | None = None,
     ) -> Pipeline:
         """A pipeline whose failures go out on ``publisher`` (an agent's own), or on a
-        publisher of its own, closed with it, when none is given; ``middlewares`` run
-        around the handler."""
+        publisher of its own, closed with it, when none is given.
+
+        Each delivery runs through the bus's own steps (telemetry, then decoding),
+        then ``middlewares`` (the pool's and the subscriber's), then the handler.
+        ``run_on_loop``: for the sync API, how an async-only middleware's steps run.
+        """
         own = None
         if publisher is None:
             own = AsyncEventPublisher(
                 consumer.pool, consumer.agent_name, consumer.exchange_name, declare=consumer.declare
             )
             publisher = own
-        pipeline = cls(consumer, FailureRouter(consumer, publisher), loop, middlewares)
+        steps = ConsumeChain(
+            (
+                Telemetry(consumer.agent_name, consumer.metrics),
+                Decode(consumer.agent_name, consumer.message_class, consumer.accepted_types),
+                *middlewares,
+            ),
+            run_on_loop,
+        )
+        pipeline = cls(consumer, FailureRouter(consumer, publisher), loop, steps)
         pipeline._own_publisher = own
         return pipeline
 
@@ -180,45 +202,36 @@ class Pipeline:
     # -- 2. the handler (where the API runs it) ----------------------------
 
     def handle(self, delivery: Delivery, handler: SyncHandler) -> BaseException | None:
-        """Run a sync handler for ``delivery`` on this thread; returns its error, if any."""
-        consumer = self.consumer
-        properties = delivery_properties(delivery)
-        handling = consumer.started(properties)
+        """Run the steps and a sync handler for ``delivery`` on this thread; returns the
+        error that fails it, if any."""
         try:
-            message = consumer.decode(delivery)
-            if self.middlewares is None:
-                handler(message, properties)
-            else:
-                self.middlewares.run(self._envelope(message, properties), handler)
+            self.steps.run(self._envelope(delivery), handler)
         except Exception as exc:
-            consumer.finished(handling, exc)
             return exc
-        consumer.finished(handling, None)
         return None
 
-    def _envelope(self, message: ProtoMessage, properties: dict[str, Any]) -> Envelope:
-        consumer = self.consumer
-        return Envelope(message, properties, consumer.agent_name, consumer.queue_name)
-
     async def handle_async(self, delivery: Delivery, handler: AsyncHandler) -> None:
-        """Admit, run an async handler and settle, on the loop (one task per delivery)."""
+        """Admit, run the steps and an async handler, and settle, on the loop (one task
+        per delivery)."""
         if not self.admit(delivery):
             return
-        consumer = self.consumer
-        properties = delivery_properties(delivery)
-        handling = consumer.started(properties)
         try:
-            message = consumer.decode(delivery)
-            if self.middlewares is None:
-                await handler(message, properties)
-            else:
-                await self.middlewares.run_async(self._envelope(message, properties), handler)
+            await self.steps.run_async(self._envelope(delivery), handler)
         except Exception as exc:
-            consumer.finished(handling, exc)
             self.settle(delivery, exc)
         else:
-            consumer.finished(handling, None)
             self.settle(delivery, None)
+
+    def _envelope(self, delivery: Delivery) -> Envelope:
+        consumer = self.consumer
+        return Envelope(
+            _UNDECODED,
+            delivery_properties(delivery),
+            consumer.agent_name,
+            consumer.queue_name,
+            delivery.body,
+            wire=delivery.properties,
+        )
 
     # -- 3. the outcome (on the loop) --------------------------------------
 

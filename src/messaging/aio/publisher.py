@@ -12,6 +12,7 @@ from typing import Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
+from messaging.aio.codec import PROTOBUF
 from messaging.aio.envelope import Outgoing
 from messaging.aio.middleware import Middleware, PublishChain, check, validated
 from messaging.aio.once import Once
@@ -32,7 +33,6 @@ from messaging.errors import (
 from messaging.ops import tracing
 from messaging.ops.metrics import PublisherMetrics
 from messaging.routing import validate_routing_key
-from messaging.serialization import CONTENT_TYPE, serialize
 from messaging.topology import Topology, events_exchange, validate_name
 from messaging.transport import Channel, ConnectionLost, MessageProperties, Properties
 
@@ -152,7 +152,7 @@ class AsyncEventPublisher:
         publish_options(options)
         if self._closed:
             raise ClosedError(f"publisher {self.agent_name!r} is closed")
-        body = serialize(message)
+        body = PROTOBUF.encode(message)
         validate_routing_key(routing_key)
         limit = self.pool.config.max_message_bytes
         if len(body) > limit:
@@ -196,7 +196,7 @@ class AsyncEventPublisher:
             exchange=target,
             routing_key=routing_key,
             properties=Properties(
-                content_type=CONTENT_TYPE,
+                content_type=PROTOBUF.content_type,
                 delivery_mode=2 if options.get("persistent", True) else 1,
                 message_id=message_id,
                 correlation_id=correlation_id,

@@ -20,7 +20,7 @@ from messaging._shutdown import (
 from messaging.aio import hooks
 from messaging.aio.consumer import Consumer
 from messaging.aio.failures import Republisher
-from messaging.aio.middleware import ConsumeChain, Middleware, check
+from messaging.aio.middleware import Middleware, check
 from messaging.aio.options import SubscriberKeywords, SubscriberOptions
 from messaging.aio.pipeline import Pipeline
 from messaging.aio.pool import AsyncConnectionPool
@@ -125,9 +125,11 @@ class AsyncEventSubscriber(ABC):
         """Declare the queue and its dead-lettering, then start consuming; returns at once."""
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
-        middlewares = ConsumeChain((*self.connection_pool.middlewares, *self.middlewares))
         self._pipeline = Pipeline.open(
-            self.consumer, self._loop, self._failure_publisher(), middlewares
+            self.consumer,
+            self._loop,
+            self._failure_publisher(),
+            (*self.connection_pool.middlewares, *self.middlewares),
         )
         await self.consumer.start(self._on_delivery, inline=True)
         hooks.subscriber_started(self.connection_pool, self)  # the health endpoint, if asked for
