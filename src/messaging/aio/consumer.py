@@ -267,7 +267,7 @@ class Consumer:
         self.metrics.consumed.inc()
         return (
             logcontext.bind(properties),
-            tracing.start_consume(properties, self.agent_name),
+            tracing.start_consume(properties, self.agent_name, self.queue_name),
             time.perf_counter(),
         )
 
