@@ -30,7 +30,7 @@ from messaging.errors import (
     UnroutableMessageError,
 )
 from messaging.ops import tracing
-from messaging.ops.metrics import PublisherMetrics
+from messaging.ops.metrics import Outcome, PublisherMetrics
 from messaging.routing import validate_routing_key
 from messaging.serialization import CONTENT_TYPE, serialize
 from messaging.topology import Topology, events_exchange, validate_name
@@ -364,7 +364,7 @@ class AsyncEventPublisher:
     ) -> None:
         in_flight = self.metrics.in_flight
         in_flight.inc()
-        outcome = "failed"
+        outcome: Outcome = "failed"
         try:
             await self._send_until_confirmed(
                 body,
@@ -375,7 +375,7 @@ class AsyncEventPublisher:
                 mandatory,
                 channel or self._channel,
             )
-            outcome = "confirmed" if channel is None else "sent"
+            outcome = "confirmed" if channel is None else "replied"
         except asyncio.CancelledError:
             # The caller stopped waiting: a request answered before its
             # confirm came (AsyncRequester), or a cancelled task.
@@ -392,7 +392,10 @@ class AsyncEventPublisher:
             raise
         finally:
             in_flight.dec()
-            self.metrics.published(routing_key, outcome)
+            if channel is None:
+                self.metrics.published(routing_key, outcome)
+            else:
+                self.metrics.replied(outcome)
 
     async def _send_until_confirmed(
         self,
