@@ -7,6 +7,7 @@ that ask each other over request/reply.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from messaging import (
     PublishNackedError,
     UnroutableMessageError,
 )
+from messaging.aio import AsyncBaseAgent, AsyncConnectionPool, AsyncEventPublisher
 from messaging.generated import messages_pb2 as pb
 from messaging.ops import tracing
 from tests.conformance.conftest import Target
@@ -218,10 +220,77 @@ def test_one_trace_across_three_agents_asking_each_other(
         target.stop(agent)
         agent.close()
 
-    # a is told (no reply_to): a consumer; b and c are asked: servers.
-    a_process = one(spans, SpanKind.CONSUMER, f"process {a.queue_name}")
-    b_process = one(spans, SpanKind.SERVER, f"process {b.queue_name}")
-    c_process = one(spans, SpanKind.SERVER, f"process {c.queue_name}")
+    assert_one_trace(spans, exchange, (a.queue_name, b.queue_name, c.queue_name), workflow)
+
+
+class AsyncAsker(AsyncBaseAgent):
+    """:class:`Asker` on the asyncio API."""
+
+    def __init__(
+        self, pool: AsyncConnectionPool, name: str, exchange: str, queue: str, ask: str | None
+    ) -> None:
+        super().__init__(pool, name, [f"{name}.request"], exchange, queue)
+        self.ask = ask
+        self.answers: list[str] = []
+
+    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
+        return {f"{self.agent_name}.request": pb.QueryRequest}
+
+    async def route_message(
+        self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
+    ) -> None:
+        assert isinstance(message, pb.QueryRequest)
+        answer = f"{self.agent_name}:{message.query}"
+        if self.ask is not None:
+            question = pb.QueryRequest(query=message.query)
+            reply = await self.request(question, f"{self.ask}.request", 10)
+            assert isinstance(reply, pb.QueryResponse)
+            answer = f"{self.agent_name}<{reply.answer}"
+        self.answers.append(answer)
+        if properties["reply_to"]:
+            response = pb.QueryResponse(answer=answer)
+            await self.publish_response(response, "unused.response", properties["correlation_id"])
+
+
+async def test_one_trace_across_three_async_agents(
+    target: Target, spans: InMemorySpanExporter
+) -> None:
+    pool = AsyncConnectionPool(target.config)
+    exchange = target.exchange()
+    c = AsyncAsker(pool, "c", exchange, target.queue("c"), None)
+    b = AsyncAsker(pool, "b", exchange, target.queue("b"), "c")
+    a = AsyncAsker(pool, "a", exchange, target.queue("a"), "b")
+    starter = AsyncEventPublisher(pool, "starter", exchange)
+    try:
+        for agent in (c, b, a):
+            await agent.start()
+        with trace.get_tracer("tests").start_as_current_span("workflow") as workflow:
+            await starter.publish(ask("go"), "a.request")
+        for _ in range(1500):
+            if finished(spans, SpanKind.CONSUMER, f"process {a.queue_name}"):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        for agent in (a, b, c):
+            await agent.stop()
+            await agent.agent.close()
+        await starter.close()
+        await pool.close()
+    assert a.answers == ["a<b<c:go"]
+    assert_one_trace(spans, exchange, (a.queue_name, b.queue_name, c.queue_name), workflow)
+
+
+def assert_one_trace(
+    spans: InMemorySpanExporter,
+    exchange: str,
+    queues: tuple[str, str, str],
+    workflow: trace.Span,
+) -> None:
+    """a is told "go" (a consumer span); it asks b, which asks c (server spans)."""
+    a_queue, b_queue, c_queue = queues
+    a_process = one(spans, SpanKind.CONSUMER, f"process {a_queue}")
+    b_process = one(spans, SpanKind.SERVER, f"process {b_queue}")
+    c_process = one(spans, SpanKind.SERVER, f"process {c_queue}")
     clients = by_routing_key(finished(spans, SpanKind.CLIENT, f"request {exchange}"))
     a_asks, b_asks = clients["b.request"], clients["c.request"]
     assert parent_of(a_asks) == span_id(a_process)
