@@ -97,7 +97,7 @@ class EventPublisher:
         publishing = self.aio.publish_with_reply(
             message, routing_key, reply_queue, correlation_id, **options
         )
-        return self._portal.call(publishing)
+        return self._portal.call(tracing.carry(publishing))
 
     def request(
         self, message: ProtoMessage, routing_key: str, timeout: float = 30.0
