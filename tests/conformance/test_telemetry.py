@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import REGISTRY
 
 from messaging import (
     BaseAgent,
@@ -330,3 +331,31 @@ def by_routing_key(found: list[ReadableSpan]) -> dict[str, ReadableSpan]:
         keyed[str(span.attributes["messaging.rabbitmq.destination.routing_key"])] = span
     assert len(keyed) == len(found), [s.name for s in found]
     return keyed
+
+
+# -- metrics of replies ------------------------------------------------------------------
+
+
+def published_series(exchange: str, agent: str) -> dict[tuple[str, str], float]:
+    """(routing_key, outcome) -> count, of one agent's chimera_messages_published_total."""
+    return {
+        (sample.labels["routing_key"], sample.labels["outcome"]): sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "chimera_messages_published"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+        and sample.labels["agent"] == agent
+        and sample.labels["exchange"] == exchange
+    }
+
+
+def test_replies_to_many_callers_are_one_series(target: Target, pool: ConnectionPool) -> None:
+    exchange = target.exchange()
+    responder = Asker(pool, "responder", exchange, target.queue("responder"), None)
+    target.start(responder)
+    callers = [EventPublisher(pool, f"caller-{n}", exchange) for n in range(3)]
+    for caller in callers:  # each asks from a reply-to address of its own
+        reply = caller.request(ask("hi"), "responder.request", 10)
+        assert isinstance(reply, pb.QueryResponse)
+        caller.close()
+    assert published_series(exchange, "responder") == {("(reply)", "replied"): 3.0}
