@@ -15,6 +15,7 @@ from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywo
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.connection import ConnectionPool
 from messaging.context import Context, ContextStore
+from messaging.ops import tracing
 from messaging.subscriber import EventSubscriber
 
 
@@ -135,13 +136,17 @@ class BaseAgent(EventSubscriber):
         self, message: ProtoMessage, routing_key: str, **options: Unpack[PublishOptions]
     ) -> str:
         """Publish on the agent's exchange and wait for the confirm; returns the message id."""
-        return self._portal.call(self.agent.publisher.publish(message, routing_key, **options))
+        return self._portal.call(
+            tracing.carry(self.agent.publisher.publish(message, routing_key, **options))
+        )
 
     def publish_request(
         self, message: ProtoMessage, routing_key: str, context: Context | None = None
     ) -> str:
         """Send a request, remembering ``context`` until its answer; returns the correlation id."""
-        return self._portal.call(self.agent.publish_request(message, routing_key, context))
+        return self._portal.call(
+            tracing.carry(self.agent.publish_request(message, routing_key, context))
+        )
 
     def publish_response(
         self,
@@ -166,14 +171,16 @@ class BaseAgent(EventSubscriber):
                 return reply.message_id
             return self._portal.call(sending)
         return self._portal.call(
-            self.agent.publish_response(response, routing_key, correlation_id, reply_to)
+            tracing.carry(
+                self.agent.publish_response(response, routing_key, correlation_id, reply_to)
+            )
         )
 
     def request(
         self, message: ProtoMessage, routing_key: str, timeout: float = 30.0
     ) -> ProtoMessage:
         """Send a request and block for its reply; raises RequestTimeoutError."""
-        return self._portal.call(self.agent.request(message, routing_key, timeout))
+        return self._portal.call(tracing.carry(self.agent.request(message, routing_key, timeout)))
 
     def close(self) -> None:
         """Release the agent's publishing channel (start_consuming's own channel closes on stop)."""

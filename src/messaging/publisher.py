@@ -13,6 +13,7 @@ from messaging.aio.middleware import Middleware
 from messaging.aio.options import MessageOptions, PublishOptions
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.connection import ConnectionPool
+from messaging.ops import tracing
 
 
 class EventPublisher:
@@ -96,7 +97,7 @@ class EventPublisher:
         publishing = self.aio.publish_with_reply(
             message, routing_key, reply_queue, correlation_id, **options
         )
-        return self._portal.call(publishing)
+        return self._portal.call(tracing.carry(publishing))
 
     def request(
         self, message: ProtoMessage, routing_key: str, timeout: float = 30.0
@@ -107,7 +108,7 @@ class EventPublisher:
         The request is confirmed, ``mandatory``, transient and expires after
         ``timeout`` (:mod:`messaging.aio.rpc` says why).
         """
-        return self._portal.call(self.aio.request(message, routing_key, timeout))
+        return self._portal.call(tracing.carry(self.aio.request(message, routing_key, timeout)))
 
     def close(self) -> None:
         self._portal.call(self.aio.close())

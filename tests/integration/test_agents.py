@@ -283,6 +283,17 @@ def published(exchange: str, agent: str, outcome: str) -> float:
     )
 
 
+def reply_keys(exchange: str, agent: str) -> set[str]:
+    """The routing key labels of one agent's published counters."""
+    return {
+        sample.labels["routing_key"]
+        for metric in REGISTRY.collect()
+        if metric.name == "chimera_messages_published"
+        for sample in metric.samples
+        if sample.labels.get("agent") == agent and sample.labels.get("exchange") == exchange
+    }
+
+
 def test_replies_to_direct_reply_to_go_unconfirmed_on_a_reply_channel(
     pool: ConnectionPool, names: Names
 ) -> None:
@@ -294,9 +305,11 @@ def test_replies_to_direct_reply_to_go_unconfirmed_on_a_reply_channel(
         for text in ("a", "b", "c"):
             reply = client.request(messages_pb2.MyRequest(text=text), "echo.request", 20)
             assert reply.text == text.upper()  # type: ignore[attr-defined]
-        # Counted as "sent" (written, not confirmed) rather than "confirmed".
-        assert published(exchange, "echo", "sent") == 3
+        # Counted as "replied" (written, not confirmed) rather than "confirmed",
+        # under one routing key label whatever the caller's reply-to address.
+        assert published(exchange, "echo", "replied") == 3
         assert published(exchange, "echo", "confirmed") == 0
+        assert reply_keys(exchange, "echo") == {"(reply)"}
     finally:
         stopped(echo, thread)
         client.close()

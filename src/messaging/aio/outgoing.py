@@ -7,6 +7,7 @@ without importing the publisher.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from messaging.aio.envelope import Outgoing
 from messaging.transport import Properties
@@ -24,6 +25,8 @@ class OutgoingMessage:
     timeout: float
     envelope: Outgoing | None = None
     """What ``publish_async`` middlewares see and change; None when there are none."""
+    span: Any = None
+    """The producer span (:mod:`messaging.ops.tracing`), ended once sent; None when off."""
 
     @property
     def message_id(self) -> str:

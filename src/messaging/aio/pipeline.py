@@ -172,7 +172,7 @@ class Pipeline:
             publisher = own
         steps = ConsumeChain(
             (
-                Telemetry(consumer.agent_name, consumer.metrics),
+                Telemetry(consumer.agent_name, consumer.queue_name, consumer.metrics),
                 Decode(consumer.agent_name, consumer.message_class, consumer.accepted_types),
                 *middlewares,
             ),

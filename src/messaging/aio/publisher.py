@@ -31,7 +31,7 @@ from messaging.errors import (
     UnroutableMessageError,
 )
 from messaging.ops import tracing
-from messaging.ops.metrics import PublisherMetrics
+from messaging.ops.metrics import Outcome, PublisherMetrics
 from messaging.routing import validate_routing_key
 from messaging.topology import Topology, events_exchange, validate_name
 from messaging.transport import Channel, ConnectionLost, MessageProperties, Properties
@@ -189,7 +189,7 @@ class AsyncEventPublisher:
             header_table = envelope.headers
             if not chain.has_async:
                 envelope = None
-        tracing.inject(header_table, routing_key)
+        span = tracing.start_publish(header_table, target, routing_key, message_id, correlation_id)
         mandatory = options.get("mandatory")
         return OutgoingMessage(
             body=body,
@@ -213,20 +213,26 @@ class AsyncEventPublisher:
             and not (target == "" and routing_key.startswith(DIRECT_REPLY_TO)),
             timeout=options.get("timeout") or self.publish_timeout,
             envelope=envelope,
+            span=span,
         )
 
     async def send(self, outgoing: OutgoingMessage) -> str:
         """Send a prepared message and wait for the confirm; returns its ``message_id``."""
-        if outgoing.envelope is not None:
-            await self._before_send(outgoing)
-        await self._send(
-            outgoing.body,
-            outgoing.exchange,
-            outgoing.routing_key,
-            outgoing.properties,
-            outgoing.timeout,
-            outgoing.mandatory,
-        )
+        try:
+            if outgoing.envelope is not None:
+                await self._before_send(outgoing)
+            await self._send(
+                outgoing.body,
+                outgoing.exchange,
+                outgoing.routing_key,
+                outgoing.properties,
+                outgoing.timeout,
+                outgoing.mandatory,
+            )
+        except BaseException as error:
+            tracing.end_publish(outgoing.span, error)
+            raise
+        tracing.end_publish(outgoing.span, None)
         return outgoing.message_id
 
     async def publish(
@@ -276,9 +282,16 @@ class AsyncEventPublisher:
         if correlation_id is None:
             meta = getattr(message, "metadata", None)
             correlation_id = (meta.correlation_id if meta is not None else "") or None
-        return await self._requester.request(
-            message, routing_key, timeout, correlation_id=correlation_id
-        )
+        span = tracing.start_request(self.exchange_name, routing_key, correlation_id)
+        try:
+            reply = await self._requester.request(
+                message, routing_key, timeout, correlation_id=correlation_id
+            )
+        except BaseException as error:
+            tracing.end_request(span, error)
+            raise
+        tracing.end_request(span, None)
+        return reply
 
     async def send_reply(self, outgoing: OutgoingMessage) -> str:
         """Send a reply to a direct reply-to address without waiting for a confirm.
@@ -297,19 +310,24 @@ class AsyncEventPublisher:
         """
         if self._closed:
             raise ClosedError(f"publisher {self.agent_name!r} is closed")
-        if outgoing.envelope is not None:
-            await self._before_send(outgoing)
-        if self._reply_channel is None:
-            self._reply_channel = self.pool.publishing.channel(f"reply:{self.agent_name}")
-        await self._send(
-            outgoing.body,
-            outgoing.exchange,
-            outgoing.routing_key,
-            outgoing.properties,
-            outgoing.timeout,
-            mandatory=False,
-            channel=self._reply_channel,
-        )
+        try:
+            if outgoing.envelope is not None:
+                await self._before_send(outgoing)
+            if self._reply_channel is None:
+                self._reply_channel = self.pool.publishing.channel(f"reply:{self.agent_name}")
+            await self._send(
+                outgoing.body,
+                outgoing.exchange,
+                outgoing.routing_key,
+                outgoing.properties,
+                outgoing.timeout,
+                mandatory=False,
+                channel=self._reply_channel,
+            )
+        except BaseException as error:
+            tracing.end_publish(outgoing.span, error)
+            raise
+        tracing.end_publish(outgoing.span, None)
         return outgoing.message_id
 
     async def _before_send(self, outgoing: OutgoingMessage) -> None:
@@ -346,7 +364,7 @@ class AsyncEventPublisher:
     ) -> None:
         in_flight = self.metrics.in_flight
         in_flight.inc()
-        outcome = "failed"
+        outcome: Outcome = "failed"
         try:
             await self._send_until_confirmed(
                 body,
@@ -357,7 +375,7 @@ class AsyncEventPublisher:
                 mandatory,
                 channel or self._channel,
             )
-            outcome = "confirmed" if channel is None else "sent"
+            outcome = "confirmed" if channel is None else "replied"
         except asyncio.CancelledError:
             # The caller stopped waiting: a request answered before its
             # confirm came (AsyncRequester), or a cancelled task.
@@ -374,7 +392,10 @@ class AsyncEventPublisher:
             raise
         finally:
             in_flight.dec()
-            self.metrics.published(routing_key, outcome)
+            if channel is None:
+                self.metrics.published(routing_key, outcome)
+            else:
+                self.metrics.replied(outcome)
 
     async def _send_until_confirmed(
         self,

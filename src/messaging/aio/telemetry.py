@@ -20,8 +20,9 @@ from messaging.ops.metrics import ConsumerMetrics
 class Telemetry(Middleware):
     """Counts, times and traces each delivery, with its ids bound for every log line."""
 
-    def __init__(self, agent_name: str, metrics: ConsumerMetrics) -> None:
+    def __init__(self, agent_name: str, queue_name: str, metrics: ConsumerMetrics) -> None:
         self.agent_name = agent_name
+        self.queue_name = queue_name
         self.metrics = metrics
 
     def consume(self, envelope: Envelope) -> Generator[None, None, None]:
@@ -29,7 +30,7 @@ class Telemetry(Middleware):
         properties = envelope.properties
         metrics.consumed.inc()
         tokens = logcontext.bind(properties)
-        span = tracing.start_consume(properties, self.agent_name)
+        span = tracing.start_consume(properties, self.agent_name, self.queue_name)
         started = time.perf_counter()
         try:
             yield

@@ -3,7 +3,9 @@
 Every publisher and consumer binds its labelled children once, at creation,
 so the hot path pays one ``inc()`` per event and no label lookups. Routing
 keys are user data: at most :data:`MAX_ROUTING_KEYS` distinct values per
-publisher are kept as labels, the rest count as ``"other"``.
+publisher are kept as labels, the rest count as ``"other"``; replies to a
+caller's direct reply-to address are all labelled :data:`REPLY_ROUTING_KEY`
+(each caller has an address of its own: one series per caller otherwise).
 
 Connection state (up, uptime, reconnects, blocked) is read from the live
 pools when Prometheus scrapes, by :class:`PoolCollector`, so it costs nothing
@@ -18,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -31,12 +33,22 @@ log = logging.getLogger("messaging.metrics")
 
 MAX_ROUTING_KEYS = 100
 DLQ_CACHE_SECONDS = 5.0
+REPLY_ROUTING_KEY = "(reply)"
+
+Outcome = Literal["confirmed", "replied", "cancelled", "nacked", "returned", "failed", "timeout"]
+"""How a publish ended: the ``outcome`` label of ``chimera_messages_published_total``.
+
+docs/MONITORING.md has a table of these (a test keeps the two equal).
+"""
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+FAILED_OUTCOMES: tuple[Outcome, ...] = ("nacked", "returned", "failed", "timeout")
+"""The outcomes that are failures; the shipped alert and dashboard select these."""
 
 PUBLISHED = Counter(
     "chimera_messages_published",
-    "Publishes by outcome: confirmed, nacked, returned (unroutable), failed, timeout; "
-    "sent (a reply to direct reply-to, not confirmed), cancelled (a request answered "
-    "before its confirm).",
+    "Publishes by outcome: confirmed; replied (a reply to direct reply-to, sent without "
+    "a confirm); cancelled (a request answered before its confirm); and the failures "
+    "nacked, returned (unroutable), failed, timeout.",
     ["agent", "exchange", "routing_key", "outcome"],
 )
 PUBLISHES_IN_FLIGHT = Gauge(
@@ -79,15 +91,19 @@ class PublisherMetrics:
         self._children: dict[tuple[str, str], Counter] = {}
         self._keys: set[str] = set()
 
-    def published(self, routing_key: str, outcome: str) -> None:
+    def published(self, routing_key: str, outcome: Outcome) -> None:
         child = self._children.get((routing_key, outcome))
         if child is None:
             child = self._bind(routing_key, outcome)
         child.inc()
 
-    def _bind(self, routing_key: str, outcome: str) -> Counter:
+    def replied(self, outcome: Outcome) -> None:
+        """A reply to a caller's direct reply-to address, whatever the address."""
+        self.published(REPLY_ROUTING_KEY, outcome)
+
+    def _bind(self, routing_key: str, outcome: Outcome) -> Counter:
         label = routing_key
-        if routing_key not in self._keys:
+        if routing_key not in self._keys and routing_key != REPLY_ROUTING_KEY:
             if len(self._keys) >= MAX_ROUTING_KEYS:
                 label = "other"
             else:
