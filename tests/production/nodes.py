@@ -185,6 +185,8 @@ class Node:
         try:
             record = json.loads((base / RECORD).read_text())
             owner = record["owner"]
+            if record["name"] != base.name:  # a copied folder: its node lives elsewhere
+                return None
             return cls(
                 name=record["name"],
                 root=base.parent,

@@ -87,6 +87,11 @@ def test_the_command_sweeps_dead_owners_only(tmp_path: Path, dead_pid: int) -> N
     )
     (root / "not-a-node").mkdir()
     kept.append(root / "not-a-node")
+    copied = record(root, "chimera-copy", owner={"pid": dead_pid, "started": None}, port=port)
+    (copied / "node.json").write_text(
+        (copied / "node.json").read_text().replace("chimera-copy", "chimera-elsewhere")
+    )
+    kept.append(copied)  # its record names another folder: not this one to remove
 
     result = subprocess.run(
         [str(SCRIPT), "sweep"],
