@@ -216,6 +216,7 @@ class Node:
                 "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
                 "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
                 "RABBITMQ_PID_FILE": str(base / "pid"),
+                "ERL_CRASH_DUMP": str(base / "erl_crash.dump"),  # not the caller's folder
                 "ERL_EPMD_ADDRESS": "127.0.0.1",
                 "ERL_FLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
             }
@@ -351,6 +352,8 @@ class Node:
 
     def stop(self) -> None:
         """Stop the whole node: ``rabbitmqctl stop``, then SIGKILL if its VM lingers."""
+        if not (self.home / ".erlang.cookie").exists():
+            return  # never launched (and rabbitmqctl would crash for want of a cookie)
         pid = self._beam_pid()
         self.ctl("stop", timeout=60, check=False)
         if pid is None:
