@@ -411,25 +411,22 @@ def _names(field: FieldDescriptor) -> list[str]:
 
 
 def _exclusions(descriptor: Any) -> dict[str, Any]:
-    """For each property, the properties that may not stand beside it: its other
-    spelling (which of the two wins depends on the parser), and the other
-    members of its oneof."""
-    rivals: dict[str, list[str]] = {}
-    for proto_field in descriptor.fields:
-        oneof = proto_field.containing_oneof
-        members = oneof.fields if oneof is not None else [proto_field]
-        for name in _names(proto_field):
-            rivals[name] = [
-                other_name
-                for member in members
-                for other_name in _names(member)
-                if other_name != name
-            ]
-    return {
-        name: {"not": {"anyOf": [{"required": [other]} for other in others]}}
-        for name, others in rivals.items()
-        if others
-    }
+    """Names that may not appear together: a field's two spellings (which one wins
+    depends on the parser), and the members of a oneof. Exclusion is symmetric, so
+    each name excludes only the names after it."""
+    groups = [
+        (name, (proto_field.containing_oneof or proto_field).full_name)
+        for proto_field in descriptor.fields
+        for name in _names(proto_field)
+    ]
+    exclusions: dict[str, Any] = {}
+    for index, (name, group) in enumerate(groups):
+        later = [other for other, its in groups[index + 1 :] if its == group]
+        if len(later) == 1:
+            exclusions[name] = {"not": {"required": later}}
+        elif later:
+            exclusions[name] = {"not": {"anyOf": [{"required": [other]} for other in later]}}
+    return exclusions
 
 
 def _enum(enum: EnumDescriptor) -> dict[str, Any]:
