@@ -6,10 +6,15 @@ optional :meth:`~messaging.BaseAgent.get_publish_map`. Channels are the routing
 keys on the agent's topic exchange (AMQP channel bindings say which exchange,
 and that the address is a routing key, which may be a ``*``/``#`` pattern).
 Message payloads are JSON Schema made from the protobuf descriptors, in the
-shape of protobuf's JSON mapping with the ``.proto`` field names (what
-``chimera-bus tail`` prints and ``chimera-bus publish`` reads); on the wire a
-body is the binary protobuf encoding, as each message's ``contentType`` and
-``x-protobuf-type`` say.
+shape of protobuf's JSON mapping: each field under its lowerCamelCase JSON name
+(what ``MessageToDict`` and protobufjs write) or its ``.proto`` name (what
+``chimera-bus tail`` prints), not both; 64-bit integers as strings, enums by
+name, bytes in base64, well-known types in their own JSON form (a
+``Timestamp`` is an RFC 3339 string). On the wire a body is the binary protobuf
+encoding, as each message's ``contentType`` and ``x-protobuf-type`` say.
+
+The servers are the broker nodes the configuration names (one per
+``RABBITMQ__URL`` entry), with their ports filled in.
 
 Nothing touches the broker: agents are built on a pool that never connects.
 
@@ -18,6 +23,7 @@ Nothing touches the broker: agents are built on a pool that never connects.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import re
@@ -28,7 +34,7 @@ from typing import Any
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from messaging.config import RabbitMQConfig
+from messaging.config import BrokerNode, RabbitMQConfig
 from messaging.errors import ConfigurationError
 from messaging.serialization import CONTENT_TYPE
 
@@ -36,44 +42,91 @@ ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"
 _KEY = re.compile(r"[^a-zA-Z0-9._-]")
 
+_T = FieldDescriptor
+_SIGNED = r"^-?[0-9]+$"
+_UNSIGNED = r"^[0-9]+$"
+_RFC3339 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
+def _integer(bits: int, *, signed: bool) -> dict[str, Any]:
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    schema: dict[str, Any] = {
+        "type": "integer",
+        "format": f"int{bits}" if signed else f"uint{bits}",
+        "minimum": low,
+        "maximum": high,
+    }
+    if bits == 64:
+        # Written as strings (a double cannot hold them all); parsers take numbers too.
+        # "pattern" applies to the string form only, the bounds to the number form only.
+        schema.update(type=["string", "integer"], pattern=_SIGNED if signed else _UNSIGNED)
+    return schema
+
+
+def _floating(bits: int) -> dict[str, Any]:
+    # Non-finite values are written as the strings "NaN", "Infinity", "-Infinity".
+    return {
+        "type": ["number", "string"],
+        "format": "double" if bits == 64 else "float",
+        "pattern": "^(NaN|-?Infinity)$",
+    }
+
+
+_SCALARS: dict[int, dict[str, Any]] = {
+    _T.TYPE_DOUBLE: _floating(64),
+    _T.TYPE_FLOAT: _floating(32),
+    _T.TYPE_INT64: _integer(64, signed=True),
+    _T.TYPE_SINT64: _integer(64, signed=True),
+    _T.TYPE_SFIXED64: _integer(64, signed=True),
+    _T.TYPE_UINT64: _integer(64, signed=False),
+    _T.TYPE_FIXED64: _integer(64, signed=False),
+    _T.TYPE_INT32: _integer(32, signed=True),
+    _T.TYPE_SINT32: _integer(32, signed=True),
+    _T.TYPE_SFIXED32: _integer(32, signed=True),
+    _T.TYPE_UINT32: _integer(32, signed=False),
+    _T.TYPE_FIXED32: _integer(32, signed=False),
+    _T.TYPE_BOOL: {"type": "boolean"},
+    _T.TYPE_STRING: {"type": "string"},
+    # Standard base64 with padding is written; parsers also take the URL-safe alphabet.
+    _T.TYPE_BYTES: {
+        "type": "string",
+        "contentEncoding": "base64",
+        "pattern": r"^[A-Za-z0-9+/_-]*={0,2}$",
+    },
+}
+
 # Well-known types have a JSON form of their own (protobuf's JSON mapping).
 _WELL_KNOWN: dict[str, dict[str, Any]] = {
-    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
-    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?\d+(\.\d+)?s$"},
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time", "pattern": _RFC3339},
+    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$"},
     "google.protobuf.FieldMask": {"type": "string"},
     "google.protobuf.Struct": {"type": "object"},
     "google.protobuf.Value": {},
     "google.protobuf.ListValue": {"type": "array"},
     "google.protobuf.Empty": {"type": "object", "additionalProperties": False},
-    "google.protobuf.Any": {"type": "object", "required": ["@type"]},
-    "google.protobuf.BoolValue": {"type": "boolean"},
-    "google.protobuf.StringValue": {"type": "string"},
-    "google.protobuf.BytesValue": {"type": "string", "contentEncoding": "base64"},
-    "google.protobuf.Int32Value": {"type": "integer", "format": "int32"},
-    "google.protobuf.UInt32Value": {"type": "integer", "format": "uint32"},
-    "google.protobuf.Int64Value": {"type": ["string", "integer"], "format": "int64"},
-    "google.protobuf.UInt64Value": {"type": ["string", "integer"], "format": "uint64"},
-    "google.protobuf.FloatValue": {"type": "number", "format": "float"},
-    "google.protobuf.DoubleValue": {"type": "number", "format": "double"},
-}
-
-_SCALARS: dict[int, dict[str, Any]] = {
-    FieldDescriptor.TYPE_DOUBLE: {"type": "number", "format": "double"},
-    FieldDescriptor.TYPE_FLOAT: {"type": "number", "format": "float"},
-    # 64-bit integers are strings in protobuf's JSON (numbers are accepted on input).
-    FieldDescriptor.TYPE_INT64: {"type": ["string", "integer"], "format": "int64"},
-    FieldDescriptor.TYPE_SINT64: {"type": ["string", "integer"], "format": "int64"},
-    FieldDescriptor.TYPE_SFIXED64: {"type": ["string", "integer"], "format": "int64"},
-    FieldDescriptor.TYPE_UINT64: {"type": ["string", "integer"], "format": "uint64"},
-    FieldDescriptor.TYPE_FIXED64: {"type": ["string", "integer"], "format": "uint64"},
-    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
-    FieldDescriptor.TYPE_SINT32: {"type": "integer", "format": "int32"},
-    FieldDescriptor.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
-    FieldDescriptor.TYPE_UINT32: {"type": "integer", "format": "uint32", "minimum": 0},
-    FieldDescriptor.TYPE_FIXED32: {"type": "integer", "format": "uint32", "minimum": 0},
-    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
-    FieldDescriptor.TYPE_STRING: {"type": "string"},
-    FieldDescriptor.TYPE_BYTES: {"type": "string", "contentEncoding": "base64"},
+    "google.protobuf.Any": {
+        "type": "object",
+        "required": ["@type"],
+        "properties": {"@type": {"type": "string"}},
+    },
+    # A wrapper is written as the value it wraps.
+    **{
+        f"google.protobuf.{name}": _SCALARS[kind]
+        for name, kind in [
+            ("BoolValue", _T.TYPE_BOOL),
+            ("StringValue", _T.TYPE_STRING),
+            ("BytesValue", _T.TYPE_BYTES),
+            ("Int32Value", _T.TYPE_INT32),
+            ("UInt32Value", _T.TYPE_UINT32),
+            ("Int64Value", _T.TYPE_INT64),
+            ("UInt64Value", _T.TYPE_UINT64),
+            ("FloatValue", _T.TYPE_FLOAT),
+            ("DoubleValue", _T.TYPE_DOUBLE),
+        ]
+    },
 }
 
 
@@ -166,8 +219,8 @@ def asyncapi_document(
     """An AsyncAPI 3.0.0 document (as JSON-ready data) for ``agents``.
 
     ``agents`` are agent instances or :class:`AgentShape` values. ``server``
-    adds the broker as the document's server (host, port, vhost; never the
-    password).
+    adds the broker's nodes as the document's servers (host, port, vhost;
+    never the password); the in-process broker (``memory://``) has none.
     """
     builder = _Builder()
     shapes = [a if isinstance(a, AgentShape) else describe(a) for a in agents]
@@ -187,19 +240,29 @@ def asyncapi_document(
         },
         "defaultContentType": CONTENT_TYPE,
     }
-    if server is not None:
-        document["servers"] = {
-            "rabbitmq": {
-                "host": f"{server.host}:{server.port}",
-                "protocol": "amqp",
-                "pathname": "/" + server.vhost.lstrip("/") if server.vhost != "/" else "/",
-                "description": "RabbitMQ (AMQP 0-9-1)",
-            }
-        }
+    if server is not None and server.memory_broker is None:
+        document["servers"] = _servers(server.nodes())
     document["channels"] = builder.channels
     document["operations"] = builder.operations
     document["components"] = {"messages": builder.messages, "schemas": builder.schemas}
     return document
+
+
+def _servers(nodes: tuple[BrokerNode, ...]) -> dict[str, Any]:
+    """One server per node: ``rabbitmq``, or ``rabbitmq-1``... in the order they are tried."""
+    servers: dict[str, Any] = {}
+    for index, node in enumerate(nodes, start=1):
+        description = "RabbitMQ (AMQP 0-9-1)"
+        if len(nodes) > 1:
+            description += f", cluster node {index} of {len(nodes)} (tried in this order)"
+        servers["rabbitmq" if len(nodes) == 1 else f"rabbitmq-{index}"] = {
+            "host": node.address,
+            "protocol": "amqps" if node.tls else "amqp",
+            "protocolVersion": "0-9-1",
+            "pathname": "/" + node.vhost.lstrip("/"),
+            "description": description,
+        }
+    return servers
 
 
 class _Builder:
@@ -296,19 +359,29 @@ class _Builder:
         if key in self.schemas:
             return key
         self.schemas[key] = {}  # placeholder: recursive messages refer to themselves
-        properties = {field.name: self._field(field) for field in descriptor.fields}
-        self.schemas[key] = {
+        properties: dict[str, Any] = {}
+        for proto_field in descriptor.fields:
+            for name in _names(proto_field):
+                properties[name] = self._field(proto_field)
+        schema: dict[str, Any] = {
             "type": "object",
             "title": descriptor.full_name,
             "properties": properties,
             "additionalProperties": False,
         }
+        exclusions = _exclusions(descriptor)
+        if exclusions:
+            schema["dependencies"] = exclusions
+        self.schemas[key] = schema
         return key
 
     def _field(self, field: FieldDescriptor) -> dict[str, Any]:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            value = field.message_type.fields_by_name["value"]
-            return {"type": "object", "additionalProperties": self._single(value)}
+            key, value = (field.message_type.fields_by_name[name] for name in ("key", "value"))
+            schema: dict[str, Any] = {"type": "object", "additionalProperties": self._single(value)}
+            if key.type != _T.TYPE_STRING:
+                schema["propertyNames"] = _key_names(key.type)
+            return schema
         single = self._single(field)
         if field.is_repeated:
             return {"type": "array", "items": single}
@@ -318,18 +391,55 @@ class _Builder:
         if field.message_type is not None:
             full_name = field.message_type.full_name
             if full_name in _WELL_KNOWN:
-                return dict(_WELL_KNOWN[full_name])
+                return copy.deepcopy(_WELL_KNOWN[full_name])
             return {"$ref": f"#/components/schemas/{self._schema(field.message_type)}"}
         if field.enum_type is not None:
             return _enum(field.enum_type)
-        return dict(_SCALARS[field.type])
+        return copy.deepcopy(_SCALARS[field.type])
+
+
+def _key_names(kind: int) -> dict[str, Any]:
+    """JSON object keys are strings: a map's bool or integer keys are written as text."""
+    if kind == _T.TYPE_BOOL:
+        return {"enum": ["true", "false"]}
+    return {"pattern": _SIGNED if _SCALARS[kind]["minimum"] < 0 else _UNSIGNED}
+
+
+def _names(field: FieldDescriptor) -> list[str]:
+    """The names a JSON parser takes for ``field``: its ``.proto`` name and its JSON name."""
+    return [field.name] if field.json_name == field.name else [field.name, field.json_name]
+
+
+def _exclusions(descriptor: Any) -> dict[str, Any]:
+    """Names that may not appear together: a field's two spellings (which one wins
+    depends on the parser), and the members of a oneof. Exclusion is symmetric, so
+    each name excludes only the names after it."""
+    groups = [
+        (name, (proto_field.containing_oneof or proto_field).full_name)
+        for proto_field in descriptor.fields
+        for name in _names(proto_field)
+    ]
+    exclusions: dict[str, Any] = {}
+    for index, (name, group) in enumerate(groups):
+        later = [other for other, its in groups[index + 1 :] if its == group]
+        if len(later) == 1:
+            exclusions[name] = {"not": {"required": later}}
+        elif later:
+            exclusions[name] = {"not": {"anyOf": [{"required": [other]} for other in later]}}
+    return exclusions
 
 
 def _enum(enum: EnumDescriptor) -> dict[str, Any]:
+    if enum.full_name == "google.protobuf.NullValue":
+        return {"type": "null"}
+    # Written by name; a number the schema does not know (a newer sender's) as the
+    # number. Parsers take numbers for any value.
     return {
-        "type": "string",
-        "enum": [value.name for value in enum.values],
         "title": enum.full_name,
+        "anyOf": [
+            {"type": "string", "enum": [value.name for value in enum.values]},
+            _integer(32, signed=True),
+        ],
     }
 
 

@@ -1,8 +1,10 @@
 """Session fixtures for the production tests: a TLS-only node and a 3-node cluster.
 
 Each starts once per session, on loopback ports picked free, with its files in
-a temp folder, and is stopped at the end of the session whatever the tests did.
-They are started only when a test asks for them.
+``$CHIMERA_NODES/<name>`` (see :mod:`tests.production.nodes`), and is stopped
+and removed at the end of the session whatever the tests did. They are started
+only when a test asks for them, after a sweep of the nodes that an interrupted
+run left behind.
 """
 
 from __future__ import annotations
@@ -41,17 +43,20 @@ class TlsFiles:
 
 
 @pytest.fixture(scope="session")
-def production_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def production_root() -> Path:
+    """Where the nodes live, swept of those whose test run died before stopping them."""
     why_not = nodes.available()
     if why_not:
         pytest.fail(f"the production tests start their own RabbitMQ nodes, but {why_not}")
-    return tmp_path_factory.mktemp("rabbit-nodes")
+    root = nodes.default_root()
+    for node in nodes.sweep(root):
+        print(f"swept {node.nodename}, left running by an interrupted test run")
+    return root
 
 
 @pytest.fixture(scope="session")
-def tls_files(production_root: Path) -> TlsFiles:
-    folder = production_root / "tls"
-    folder.mkdir()
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    folder = tmp_path_factory.mktemp("tls")
     ca = trustme.CA(organization_name="Chimera test CA")
     server = ca.issue_cert(SERVER_NAME, key_type=trustme.KeyType.RSA)
     client = ca.issue_cert(CLIENT_NAME, common_name=CLIENT_NAME, key_type=trustme.KeyType.RSA)

@@ -20,7 +20,8 @@ Channels are the routing keys on each agent's exchange; receive operations come
 from get_routing_key_map(), send operations from get_publish_map(); payloads are
 JSON Schema from the protobuf descriptors. Each class is built with a connection
 pool that never connects (its constructor must take just the pool; or name a
-function that builds the agent from one). The server is RABBITMQ__HOST/PORT/VHOST.
+function that builds the agent from one). The servers are the nodes of
+RABBITMQ__URL, or RABBITMQ__HOST/PORT/VHOST.
 """
 
 
