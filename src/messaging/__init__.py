@@ -9,6 +9,7 @@ from messaging.aio import hooks as _hooks
 from messaging.aio.envelope import Envelope, Outgoing
 from messaging.aio.middleware import Middleware
 from messaging.aio.pool import PoolHealth
+from messaging.aio.rpc import Answer, Gathered
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, Settings, load_config
 from messaging.connection import ConnectionPool
@@ -52,6 +53,7 @@ from messaging.transport import ChannelManager, ConnectionHealth
 _hooks.on_subscriber_started(_health.serve_and_watch)
 
 __all__ = [
+    "Answer",
     "AuthenticationFailedError",
     "BaseAgent",
     "BrokerRefusedError",
@@ -68,6 +70,7 @@ __all__ = [
     "Envelope",
     "EventPublisher",
     "EventSubscriber",
+    "Gathered",
     "Idempotent",
     "InMemoryContextStore",
     "InvalidMessageError",

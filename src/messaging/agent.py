@@ -13,6 +13,7 @@ from messaging.aio.failures import Republisher
 from messaging.aio.middleware import Middleware
 from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
 from messaging.aio.publisher import DEFAULT_EXCHANGE
+from messaging.aio.rpc import Gathered, Reply
 from messaging.connection import ConnectionPool
 from messaging.context import Context, ContextStore
 from messaging.ops import tracing
@@ -177,10 +178,48 @@ class BaseAgent(EventSubscriber):
         )
 
     def request(
-        self, message: ProtoMessage, routing_key: str, timeout: float = 30.0
-    ) -> ProtoMessage:
-        """Send a request and block for its reply; raises RequestTimeoutError."""
-        return self._portal.call(tracing.carry(self.agent.request(message, routing_key, timeout)))
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 30.0,
+        *,
+        response_type: type[Reply] | None = None,
+    ) -> Reply:
+        """Send a request and block for its reply (``response_type``: the reply's type).
+
+        Raises :class:`~messaging.errors.RemoteError` when the responder gave up on
+        it, :class:`~messaging.errors.RequestTimeoutError` after ``timeout``; see
+        :meth:`messaging.aio.AsyncEventPublisher.request`.
+        """
+        return self._portal.call(
+            tracing.carry(
+                self.agent.publisher.request(
+                    message, routing_key, timeout, response_type=response_type
+                )
+            )
+        )
+
+    def gather(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 5.0,
+        *,
+        max_replies: int | None = None,
+        response_type: type[ProtoMessage] | None = None,
+    ) -> Gathered:
+        """Ask every agent bound to ``routing_key``; see :meth:`AsyncEventPublisher.gather`."""
+        return self._portal.call(
+            tracing.carry(
+                self.agent.publisher.gather(
+                    message,
+                    routing_key,
+                    timeout,
+                    max_replies=max_replies,
+                    response_type=response_type,
+                )
+            )
+        )
 
     def close(self) -> None:
         """Release the agent's publishing channel (start_consuming's own channel closes on stop)."""

@@ -12,6 +12,7 @@ from messaging._portal import Portal
 from messaging.aio.middleware import Middleware
 from messaging.aio.options import MessageOptions, PublishOptions
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
+from messaging.aio.rpc import Gathered, Reply
 from messaging.connection import ConnectionPool
 from messaging.ops import tracing
 
@@ -100,15 +101,46 @@ class EventPublisher:
         return self._portal.call(tracing.carry(publishing))
 
     def request(
-        self, message: ProtoMessage, routing_key: str, timeout: float = 30.0
-    ) -> ProtoMessage:
-        """Send a request and block for its reply (direct reply-to); thread-safe.
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 30.0,
+        *,
+        response_type: type[Reply] | None = None,
+    ) -> Reply:
+        """Send a request and block for its reply (``response_type``: the reply's type).
 
-        Raises :class:`~messaging.errors.RequestTimeoutError` after ``timeout``.
-        The request is confirmed, ``mandatory``, transient and expires after
-        ``timeout`` (:mod:`messaging.aio.rpc` says why).
+        Raises :class:`~messaging.errors.RemoteError` when the responder gave up on
+        it, :class:`~messaging.errors.RequestTimeoutError` after ``timeout``; see
+        :meth:`messaging.aio.AsyncEventPublisher.request`.
         """
-        return self._portal.call(tracing.carry(self.aio.request(message, routing_key, timeout)))
+        return self._portal.call(
+            tracing.carry(
+                self.aio.request(message, routing_key, timeout, response_type=response_type)
+            )
+        )
+
+    def gather(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 5.0,
+        *,
+        max_replies: int | None = None,
+        response_type: type[ProtoMessage] | None = None,
+    ) -> Gathered:
+        """Ask every agent bound to ``routing_key``; see :meth:`AsyncEventPublisher.gather`."""
+        return self._portal.call(
+            tracing.carry(
+                self.aio.gather(
+                    message,
+                    routing_key,
+                    timeout,
+                    max_replies=max_replies,
+                    response_type=response_type,
+                )
+            )
+        )
 
     def close(self) -> None:
         self._portal.call(self.aio.close())

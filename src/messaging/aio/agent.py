@@ -22,7 +22,7 @@ from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywo
 from messaging.aio.outgoing import OutgoingMessage
 from messaging.aio.pool import AsyncConnectionPool
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
-from messaging.aio.rpc import DIRECT_REPLY_TO
+from messaging.aio.rpc import DIRECT_REPLY_TO, Gathered, Reply
 from messaging.aio.subscriber import AsyncEventSubscriber
 from messaging.context import Context, ContextStore
 from messaging.errors import ConfigurationError, MessagingError
@@ -170,11 +170,6 @@ class AgentCore:
                 exchange="",
             )
         return await self.publisher.publish(response, routing_key, correlation_id=correlation_id)
-
-    async def request(
-        self, message: ProtoMessage, routing_key: str, timeout: float
-    ) -> ProtoMessage:
-        return await self.publisher.request(message, routing_key, timeout)
 
     def direct_reply(
         self, response: ProtoMessage, correlation_id: str, reply_to: str | None
@@ -334,9 +329,31 @@ class AsyncBaseAgent(AsyncEventSubscriber):
         return await self.agent.publish_response(response, routing_key, correlation_id, reply_to)
 
     async def request(
-        self, message: ProtoMessage, routing_key: str, timeout: float = 30.0
-    ) -> ProtoMessage:
-        return await self.agent.request(message, routing_key, timeout)
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 30.0,
+        *,
+        response_type: type[Reply] | None = None,
+    ) -> Reply:
+        """Send a request and wait for its reply; see :meth:`AsyncEventPublisher.request`."""
+        return await self.agent.publisher.request(
+            message, routing_key, timeout, response_type=response_type
+        )
+
+    async def gather(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 5.0,
+        *,
+        max_replies: int | None = None,
+        response_type: type[ProtoMessage] | None = None,
+    ) -> Gathered:
+        """Ask every agent bound to ``routing_key``; see :meth:`AsyncEventPublisher.gather`."""
+        return await self.agent.publisher.gather(
+            message, routing_key, timeout, max_replies=max_replies, response_type=response_type
+        )
 
     async def stop(self, timeout: float | None = None) -> None:
         await super().stop(timeout)
