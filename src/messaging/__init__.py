@@ -7,6 +7,7 @@ The synchronous classes the spec names live here; their asyncio twins are in
 from messaging.agent import BaseAgent
 from messaging.aio import hooks as _hooks
 from messaging.aio.envelope import Envelope, Outgoing
+from messaging.aio.handlers import RequestContext
 from messaging.aio.middleware import Middleware
 from messaging.aio.pool import PoolHealth
 from messaging.aio.rpc import Answer, Gathered
@@ -88,6 +89,7 @@ __all__ = [
     "RedisDeduplicator",
     "RejectedMessageError",
     "RemoteError",
+    "RequestContext",
     "RequestTimeoutError",
     "RetryPolicy",
     "Settings",

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Unpack, cast
+from typing import Any, Unpack, cast
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
-from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore, require_handler
-from messaging.aio.failures import Republisher
-from messaging.aio.middleware import Middleware
+from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore, AgentFace, require_handler
 from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.aio.rpc import Gathered, Reply
@@ -20,7 +18,7 @@ from messaging.ops import tracing
 from messaging.subscriber import EventSubscriber
 
 
-class BaseAgent(EventSubscriber):
+class BaseAgent(AgentFace, EventSubscriber):
     """A subscriber that also publishes, with correlation tracking.
 
     Subclasses map routing keys (or patterns) to message classes in
@@ -44,13 +42,11 @@ class BaseAgent(EventSubscriber):
     ``publish(..., mandatory=...)``); retries and dead-letter moves stay mandatory.
     """
 
-    _send_only_allowed: ClassVar[bool] = True
-
     def __init__(
         self,
         connection_pool: ConnectionPool,
         agent_name: str,
-        routing_keys: Sequence[str],
+        routing_keys: Sequence[str] = (),
         exchange_name: str = DEFAULT_EXCHANGE,
         queue_name: str | None = None,
         prefetch_count: int = 1,
@@ -83,48 +79,21 @@ class BaseAgent(EventSubscriber):
         self._portal = Portal.get()
         require_handler(self, BaseAgent, routing_keys)
 
-    @property
-    def send_only(self) -> bool:
-        """True when built with ``routing_keys=[]``: publishes, never consumes."""
-        return self.consumer.send_only
-
-    def use(self, middleware: Middleware) -> Middleware:
-        """Run ``middleware`` around every message this agent handles and sends."""
-        self.agent.publisher.use(super().use(middleware))
-        return middleware
-
-    def _failure_publisher(self) -> Republisher | None:
-        # Failed messages are moved on the agent's own publisher: one per agent.
-        return self.agent.publisher
-
-    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
-        """Routing key (or pattern) -> the protobuf class arriving with it.
-
-        Every agent that consumes defines it; a send-only agent need not.
-        """
-        return {}
-
-    def get_publish_map(self) -> dict[str, type[ProtoMessage]]:
-        """Routing key -> the protobuf class this agent publishes with it (optional).
-
-        Nothing at run time depends on it: it documents what the agent sends, for
-        :mod:`messaging.asyncapi` (``chimera-bus asyncapi``), as
-        :meth:`get_routing_key_map` documents what it receives.
-        """
-        return {}
-
     def route_message(
         self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
     ) -> None:
         """Handle one message; the message is acked when it returns. Raise to retry or
-        dead-letter it. Every agent that consumes defines it."""
-        raise NotImplementedError(f"{type(self).__name__} does not define route_message")
-
-    def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
-        cls = self.agent.message_class(routing_key)
-        if cls is None:
-            raise KeyError(routing_key)
-        return cls
+        dead-letter it. By default: the typed handler for ``routing_key``."""
+        handler = self.agent.typed_handler(routing_key)
+        reply = handler.call(message, self.agent.context_for(message, properties))
+        if reply is None:
+            return
+        reply_key = self._reply_key(handler, properties)
+        correlation_id = properties.get("correlation_id") or ""
+        if properties.get("reply_to"):
+            self.publish_response(reply, routing_key, correlation_id)
+        elif reply_key is not None:
+            self.publish(reply, reply_key, correlation_id=correlation_id or None)
 
     def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
         token = self.agent.enter(properties)

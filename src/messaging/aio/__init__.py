@@ -2,6 +2,7 @@
 
 from messaging.aio.agent import AsyncBaseAgent, current_delivery
 from messaging.aio.envelope import Envelope, Outgoing
+from messaging.aio.handlers import RequestContext
 from messaging.aio.middleware import Middleware
 from messaging.aio.pool import AsyncConnectionPool, PoolHealth
 from messaging.aio.publisher import AsyncEventPublisher
@@ -19,5 +20,6 @@ __all__ = [
     "Middleware",
     "Outgoing",
     "PoolHealth",
+    "RequestContext",
     "current_delivery",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
@@ -16,8 +17,10 @@ from typing import Any, ClassVar, TypeVar, Unpack, cast
 
 from google.protobuf.message import Message as ProtoMessage
 
+from messaging.aio.consumer import Consumer
 from messaging.aio.failures import Republisher
-from messaging.aio.middleware import Middleware
+from messaging.aio.handlers import Handlers, RequestContext, TypedHandler, typed_handler
+from messaging.aio.middleware import Middleware, check
 from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
 from messaging.aio.outgoing import OutgoingMessage
 from messaging.aio.pool import AsyncConnectionPool
@@ -32,6 +35,8 @@ from messaging.stores.select import context_store_from_config
 DEFAULT_CONTEXT_TTL = 300.0
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("messaging.agent")
 
 _current_delivery: ContextVar[dict[str, Any] | None] = ContextVar(
     "messaging_current_delivery", default=None
@@ -91,11 +96,34 @@ class AgentCore:
         self.context_ttl = context_ttl
         self._routing_key_map = routing_key_map
         self._routes: RoutingTable[type[ProtoMessage]] | None = None
+        self.handlers = Handlers()
 
     def message_class(self, routing_key: str) -> type[ProtoMessage] | None:
         if self._routes is None:
-            self._routes = RoutingTable(dict(self._routing_key_map()))
+            routes = {**self._routing_key_map(), **self.handlers.routing_key_map()}
+            self._routes = RoutingTable(routes)
         return self._routes.lookup(routing_key)
+
+    def add_handler(self, handler: TypedHandler) -> None:
+        self.handlers.add(handler)
+        self._routes = None
+
+    def typed_handler(self, routing_key: str) -> TypedHandler:
+        handler = self.handlers.lookup(routing_key)
+        if handler is None:
+            raise NotImplementedError(
+                f"{self.agent_name} has no handler for {routing_key!r}: add one with "
+                f"@agent.handler({routing_key!r}), or define route_message"
+            )
+        return handler
+
+    def context_for(self, message: ProtoMessage, properties: dict[str, Any]) -> RequestContext:
+        return RequestContext(
+            agent_name=self.agent_name,
+            routing_key=str(properties.get("routing_key", "")),
+            properties=properties,
+            metadata=getattr(message, "metadata", None),
+        )
 
     def enter(self, properties: dict[str, Any]) -> Token[dict[str, Any] | None]:
         """Attach the workflow context to ``properties`` and make it the current delivery.
@@ -202,7 +230,97 @@ class AgentCore:
         await self.publisher.close()
 
 
-class AsyncBaseAgent(AsyncEventSubscriber):
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+class AgentFace:
+    """What :class:`messaging.BaseAgent` and :class:`AsyncBaseAgent` share, written once:
+    the routing-key map, typed handlers, middlewares and the agent's one publisher."""
+
+    _send_only_allowed: ClassVar[bool] = True
+    _async_handlers: ClassVar[bool] = False
+    agent: AgentCore
+    consumer: Consumer
+    middlewares: tuple[Middleware, ...]
+
+    @property
+    def send_only(self) -> bool:
+        """True when built with no routing keys and no handlers: publishes, never consumes."""
+        return self.consumer.send_only
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Run ``middleware`` around every message this agent handles and sends."""
+        self.middlewares = (*self.middlewares, check(middleware))
+        self.agent.publisher.use(middleware)
+        return middleware
+
+    def handler(
+        self, routing_key: str, *, reply_key: str | None = None
+    ) -> Callable[[_Function], _Function]:
+        """Handle messages matching ``routing_key`` with the decorated function, typed by
+        its annotations (:mod:`messaging.aio.handlers`); its return value is the reply.
+
+        ``reply_key``: where the reply goes when a message came without ``reply_to``
+        (by default it is then not sent). Add handlers before consuming starts.
+        """
+
+        def register(function: _Function) -> _Function:
+            typed = typed_handler(function, routing_key, reply_key)
+            if typed.is_async != self._async_handlers:
+                raise ConfigurationError(
+                    f"{type(self).__name__} runs "
+                    f"{'async def' if self._async_handlers else 'plain def'} handlers; "
+                    f"{typed.name} is {'async' if typed.is_async else 'not'}: use "
+                    f"{'AsyncBaseAgent' if typed.is_async else 'BaseAgent'} for it"
+                )
+            self.consumer.bind(routing_key)
+            self.agent.add_handler(typed)
+            return function
+
+        return register
+
+    def _failure_publisher(self) -> Republisher | None:
+        # Failed messages are moved on the agent's own publisher: one per agent.
+        return self.agent.publisher
+
+    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
+        """Routing key (or pattern) -> the protobuf class arriving with it.
+
+        Every agent that consumes defines it, or gets it from its typed handlers.
+        """
+        return dict(self.agent.handlers.routing_key_map())
+
+    def get_publish_map(self) -> dict[str, type[ProtoMessage]]:
+        """Routing key -> the protobuf class this agent publishes with it (optional).
+
+        Nothing at run time depends on it: it documents what the agent sends, for
+        :mod:`messaging.asyncapi` (``chimera-bus asyncapi``), as
+        :meth:`get_routing_key_map` documents what it receives.
+        """
+        return dict(self.agent.handlers.publish_map())
+
+    def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
+        cls = self.agent.message_class(routing_key)
+        if cls is None:
+            raise KeyError(routing_key)
+        return cls
+
+    def _reply_key(self, handler: TypedHandler, properties: dict[str, Any]) -> str | None:
+        """Where a typed handler's reply goes by routing key; None: to ``reply_to``, or dropped."""
+        if properties.get("reply_to"):
+            return None
+        if handler.reply_key is None:
+            log.debug(
+                "%s: %s returned a reply, but the message has no reply_to and the handler "
+                "no reply_key; not sent [correlation_id=%s]",
+                self.agent.agent_name,
+                handler.name,
+                properties.get("correlation_id"),
+            )
+        return handler.reply_key
+
+
+class AsyncBaseAgent(AgentFace, AsyncEventSubscriber):
     """The asyncio twin of :class:`messaging.BaseAgent`: ``route_message`` is a coroutine.
 
     Subclasses map routing keys (or patterns) to message classes in
@@ -218,13 +336,13 @@ class AsyncBaseAgent(AsyncEventSubscriber):
     ``publish(..., mandatory=...)``); retries and dead-letter moves stay mandatory.
     """
 
-    _send_only_allowed: ClassVar[bool] = True
+    _async_handlers: ClassVar[bool] = True
 
     def __init__(
         self,
         connection_pool: AsyncConnectionPool,
         agent_name: str,
-        routing_keys: Sequence[str],
+        routing_keys: Sequence[str] = (),
         exchange_name: str = DEFAULT_EXCHANGE,
         queue_name: str | None = None,
         prefetch_count: int = 1,
@@ -256,48 +374,21 @@ class AsyncBaseAgent(AsyncEventSubscriber):
         )
         require_handler(self, AsyncBaseAgent, routing_keys)
 
-    @property
-    def send_only(self) -> bool:
-        """True when built with ``routing_keys=[]``: publishes, never consumes."""
-        return self.consumer.send_only
-
-    def use(self, middleware: Middleware) -> Middleware:
-        """Run ``middleware`` around every message this agent handles and sends."""
-        self.agent.publisher.use(super().use(middleware))
-        return middleware
-
-    def _failure_publisher(self) -> Republisher | None:
-        # Failed messages are moved on the agent's own publisher: one per agent.
-        return self.agent.publisher
-
-    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
-        """Routing key (or pattern) -> the protobuf class arriving with it.
-
-        Every agent that consumes defines it; a send-only agent need not.
-        """
-        return {}
-
-    def get_publish_map(self) -> dict[str, type[ProtoMessage]]:
-        """Routing key -> the protobuf class this agent publishes with it (optional).
-
-        Nothing at run time depends on it: it documents what the agent sends, for
-        :mod:`messaging.asyncapi` (``chimera-bus asyncapi``), as
-        :meth:`get_routing_key_map` documents what it receives.
-        """
-        return {}
-
     async def route_message(
         self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
     ) -> None:
         """Handle one message; the message is acked when it returns. Raise to retry or
-        dead-letter it. Every agent that consumes defines it."""
-        raise NotImplementedError(f"{type(self).__name__} does not define route_message")
-
-    def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
-        cls = self.agent.message_class(routing_key)
-        if cls is None:
-            raise KeyError(routing_key)
-        return cls
+        dead-letter it. By default: the typed handler for ``routing_key``."""
+        handler = self.agent.typed_handler(routing_key)
+        reply = await handler.call(message, self.agent.context_for(message, properties))
+        if reply is None:
+            return
+        reply_key = self._reply_key(handler, properties)
+        correlation_id = properties.get("correlation_id") or ""
+        if properties.get("reply_to"):
+            await self.publish_response(reply, routing_key, correlation_id)
+        elif reply_key is not None:
+            await self.publish(reply, reply_key, correlation_id=correlation_id or None)
 
     async def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
         token = await self.agent.enter_async(properties)
