@@ -9,6 +9,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
 from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore, AgentFace, require_handler
+from messaging.aio.deadline import inherited_timeout
 from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
 from messaging.aio.publisher import DEFAULT_EXCHANGE
 from messaging.aio.rpc import Gathered, Reply
@@ -163,7 +164,7 @@ class BaseAgent(AgentFace, EventSubscriber):
         return self._portal.call(
             tracing.carry(
                 self.agent.publisher.request(
-                    message, routing_key, timeout, response_type=response_type
+                    message, routing_key, inherited_timeout(timeout), response_type=response_type
                 )
             )
         )
@@ -183,7 +184,7 @@ class BaseAgent(AgentFace, EventSubscriber):
                 self.agent.publisher.gather(
                     message,
                     routing_key,
-                    timeout,
+                    inherited_timeout(timeout),
                     max_replies=max_replies,
                     response_type=response_type,
                 )

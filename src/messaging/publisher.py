@@ -9,6 +9,7 @@ from typing import Unpack
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
+from messaging.aio.deadline import inherited_timeout
 from messaging.aio.middleware import Middleware
 from messaging.aio.options import MessageOptions, PublishOptions
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
@@ -116,7 +117,9 @@ class EventPublisher:
         """
         return self._portal.call(
             tracing.carry(
-                self.aio.request(message, routing_key, timeout, response_type=response_type)
+                self.aio.request(
+                    message, routing_key, inherited_timeout(timeout), response_type=response_type
+                )
             )
         )
 
@@ -135,7 +138,7 @@ class EventPublisher:
                 self.aio.gather(
                     message,
                     routing_key,
-                    timeout,
+                    inherited_timeout(timeout),
                     max_replies=max_replies,
                     response_type=response_type,
                 )

@@ -4,6 +4,7 @@ on both APIs and both transports."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -11,8 +12,17 @@ from typing import Any
 
 import pytest
 from google.protobuf.message import Message as ProtoMessage
+from prometheus_client import REGISTRY
 
-from messaging import BaseAgent, ConnectionPool, DecodeError, EventPublisher, RemoteError
+from messaging import (
+    BaseAgent,
+    ConnectionPool,
+    DecodeError,
+    EventPublisher,
+    RemoteError,
+    RequestContext,
+    RequestTimeoutError,
+)
 from messaging.aio import AsyncBaseAgent, AsyncConnectionPool
 from messaging.generated import messages_pb2 as pb
 from tests.conformance.conftest import Target
@@ -141,3 +151,96 @@ def test_gather_and_typed_request_on_the_asyncio_api(target: Target) -> None:
     agents, answer = asyncio.run(main())
     assert agents == ["ann", "ben"]
     assert answer.endswith("votes yes")
+
+
+# -- deadlines -----------------------------------------------------------------------------
+
+
+def expired_count(agent: str, queue: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "chimera_requests_expired_total", {"agent": agent, "queue": queue}
+    )
+    return value or 0.0
+
+
+def test_a_request_that_reaches_a_busy_agent_past_its_deadline_is_not_handled(
+    target: Target, pool: ConnectionPool
+) -> None:
+    exchange, queue = target.exchange(), target.queue("busy")
+    # prefetch 5: the late request waits in the agent's hands, not in the queue (where the
+    # broker itself would expire it: README "Deadlines").
+    agent = BaseAgent(pool, "busy", exchange_name=exchange, queue_name=queue, prefetch_count=5)
+    handled: list[str] = []
+    left: list[float | None] = []
+
+    @agent.handler("work.request")
+    def work(request: pb.QueryRequest, ctx: RequestContext) -> pb.QueryResponse:
+        left.append(ctx.time_left())
+        if request.query == "busy":
+            time.sleep(0.5)
+        handled.append(request.query)
+        return pb.QueryResponse(answer="done")
+
+    target.start(agent)
+    caller = EventPublisher(pool, "caller", exchange)
+    before = expired_count("busy", queue)
+    busy = threading.Thread(
+        target=lambda: caller.request(pb.QueryRequest(query="busy"), "work.request", timeout=10)
+    )
+    busy.start()
+    target.wait_for(lambda: bool(left), what="the busy request to start")
+    with pytest.raises(RequestTimeoutError):
+        caller.request(pb.QueryRequest(query="late"), "work.request", timeout=0.05)
+    busy.join(10)
+    target.wait_for(lambda: expired_count("busy", queue) == before + 1, what="the count")
+    assert handled == ["busy"]
+    assert left[0] is not None
+    assert 0 < left[0] <= 10
+    assert target.depth(queue) == 0
+    assert target.depth(f"{queue}.dlq") == 0  # acked, not a failure
+    caller.close()
+
+
+def test_a_request_made_while_handling_one_inherits_the_time_left(
+    target: Target, pool: ConnectionPool
+) -> None:
+    exchange = target.exchange()
+    relay = BaseAgent(pool, "relay", exchange_name=exchange, queue_name=target.queue("relay"))
+    target.start(Voter(pool, exchange, target.queue("mute"), "mute-dan"))
+    waited: list[float] = []
+
+    @relay.handler("relay.request")
+    def forward(request: pb.QueryRequest) -> pb.QueryResponse:
+        started = time.monotonic()
+        with contextlib.suppress(RequestTimeoutError):
+            relay.request(request, "poll.forwarded", timeout=30)  # nobody answers
+        waited.append(time.monotonic() - started)
+        return pb.QueryResponse(answer="gave up")
+
+    target.start(relay)
+    caller = EventPublisher(pool, "caller", exchange)
+    with pytest.raises(RequestTimeoutError):
+        caller.request(pb.QueryRequest(query="x"), "relay.request", timeout=1.0)
+    target.wait_for(lambda: bool(waited), what="the relay's own request to give up")
+    assert waited[0] < 5  # the caller's 1 s, not its own 30 s
+    caller.close()
+
+
+def test_a_deadline_header_that_is_not_a_number_is_ignored(
+    target: Target, pool: ConnectionPool
+) -> None:
+    exchange, queue = target.exchange(), target.queue()
+    agent = BaseAgent(pool, "lenient", exchange_name=exchange, queue_name=queue)
+    seen: list[float | None] = []
+
+    @agent.handler("work.#")
+    def work(request: pb.QueryRequest, ctx: RequestContext) -> None:
+        seen.append(ctx.deadline)
+
+    target.start(agent)
+    publisher = EventPublisher(pool, "foreign", exchange)
+    publisher.publish(
+        pb.QueryRequest(query="x"), "work.x", headers={"x-conversation-deadline": "soon"}
+    )
+    target.wait_for(lambda: seen == [None], what="the message handled without a deadline")
+    publisher.close()

@@ -123,6 +123,7 @@ class AgentCore:
             routing_key=str(properties.get("routing_key", "")),
             properties=properties,
             metadata=getattr(message, "metadata", None),
+            deadline=properties.get("deadline"),
         )
 
     def enter(self, properties: dict[str, Any]) -> Token[dict[str, Any] | None]:

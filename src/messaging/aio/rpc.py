@@ -29,13 +29,14 @@ import functools
 import logging
 import math
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from google.protobuf.message import Message as ProtoMessage
 from typing_extensions import TypeVar
 
+from messaging.aio.deadline import deadline_header, inherited_timeout
 from messaging.aio.once import Once
 from messaging.aio.outgoing import OutgoingMessage
 from messaging.errors import (
@@ -45,7 +46,7 @@ from messaging.errors import (
     RemoteError,
     RequestTimeoutError,
 )
-from messaging.headers import ERROR_MESSAGE, ERROR_REPLY, ERROR_TYPE, FAILED_AGENT
+from messaging.headers import DEADLINE, ERROR_MESSAGE, ERROR_REPLY, ERROR_TYPE, FAILED_AGENT
 from messaging.serialization import deserialize, message_class_for
 from messaging.transport import Channel, Delivery
 from messaging.wiretext import printable
@@ -73,6 +74,7 @@ class RequestSender(Protocol):
         reply_to: str | None = ...,
         persistent: bool = ...,
         timeout: float | None = ...,
+        headers: Mapping[str, Any] | None = ...,
     ) -> OutgoingMessage: ...
 
     def send(self, outgoing: OutgoingMessage) -> Coroutine[Any, Any, str]: ...
@@ -180,7 +182,12 @@ class AsyncRequester:
         )
 
     def _prepare(
-        self, message: ProtoMessage, routing_key: str, timeout: float, correlation_id: str
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float,
+        correlation_id: str,
+        headers: Mapping[str, Any] | None = None,
     ) -> OutgoingMessage:
         outgoing = self.publisher.prepare(
             message,
@@ -189,6 +196,7 @@ class AsyncRequester:
             reply_to=DIRECT_REPLY_TO,
             persistent=False,
             timeout=timeout,
+            headers={**(headers or {}), DEADLINE: deadline_header(timeout)},
         )
         # The request lives in its queue no longer than its caller waits: one
         # whose caller gave up is dropped by the broker (dead-lettered to the
@@ -208,6 +216,7 @@ class AsyncRequester:
         response_type: type[Reply] | None = None,
     ) -> Reply:
         """Send ``message`` and wait for the reply; raises :class:`RequestTimeoutError`."""
+        timeout = inherited_timeout(timeout)
         await self._ensure_consuming()
         correlation_id = correlation_id or str(uuid.uuid4())
         reply = self.replies.expect_one(correlation_id)
@@ -248,6 +257,7 @@ class AsyncRequester:
         within ``timeout`` (or the first ``max_replies``)."""
         if max_replies is not None and max_replies < 1:
             raise InvalidMessageError(f"max_replies must be 1 or more, got {max_replies!r}")
+        timeout = inherited_timeout(timeout)
         await self._ensure_consuming()
         correlation_id = str(uuid.uuid4())
         replies = self.replies.expect_many(correlation_id)
