@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any, Unpack, cast
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
 from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore, AgentFace, require_handler
+from messaging.aio.control import Conversation
 from messaging.aio.deadline import inherited_timeout
 from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
 from messaging.aio.publisher import DEFAULT_EXCHANGE
@@ -86,7 +87,19 @@ class BaseAgent(AgentFace, EventSubscriber):
         """Handle one message; the message is acked when it returns. Raise to retry or
         dead-letter it. By default: the typed handler for ``routing_key``."""
         handler = self.agent.typed_handler(routing_key)
-        reply = handler.call(message, self.agent.context_for(message, properties))
+        context = self.agent.context_for(message, properties)
+        conversation = self.agent.converse(handler, context, properties)
+        try:
+            reply = handler.call(message, context)
+            if handler.streams:
+                self._stream(reply, conversation, properties)
+                return
+        finally:
+            if conversation is not None:
+                self.agent.control.forget(conversation)
+        if conversation is not None and conversation.cancelled:
+            self._count_cancelled(conversation)
+            return
         if reply is None:
             return
         reply_key = self._reply_key(handler, properties)
@@ -102,6 +115,37 @@ class BaseAgent(AgentFace, EventSubscriber):
             self.route_message(message, properties["routing_key"], properties)
         finally:
             self.agent.leave(token)
+
+    def _stream(
+        self,
+        items: Iterator[ProtoMessage],
+        conversation: Conversation | None,
+        properties: dict[str, Any],
+    ) -> None:
+        """Send what a streaming handler yields, never more than the caller's window ahead."""
+        publisher, control, send = self.agent.publisher, self.agent.control, self._portal.call
+        try:
+            if conversation is None or not conversation.window:
+                # A caller that asked for one reply (request()): the first is the reply.
+                first = next(items, None)
+                if first is not None and properties.get("reply_to"):
+                    self.publish_response(first, "", properties["correlation_id"])
+                return
+            try:
+                while conversation.take_credit(conversation.context.time_left()):
+                    item = next(items, None)
+                    if item is None:
+                        send(publisher.send_reply(control.end_of(conversation)))
+                        return
+                    send(publisher.send_reply(self.agent.stream_item(conversation, item)))
+                    conversation.sent += 1
+            except Exception as exc:
+                send(publisher.send_reply(control.error_of(conversation, exc)))
+                raise self._stream_failed(conversation, exc) from exc
+            if conversation.cancelled:
+                self._count_cancelled(conversation)
+        finally:
+            cast(Generator[ProtoMessage, None, None], items).close()
 
     def publish(
         self, message: ProtoMessage, routing_key: str, **options: Unpack[PublishOptions]
@@ -166,6 +210,28 @@ class BaseAgent(AgentFace, EventSubscriber):
                 self.agent.publisher.request(
                     message, routing_key, inherited_timeout(timeout), response_type=response_type
                 )
+            )
+        )
+
+    def stream(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 60.0,
+        *,
+        window: int = 16,
+        response_type: type[Reply] | None = None,
+    ) -> Iterator[Reply]:
+        """Iterate a streaming handler's replies as they come (``for reply in ...``);
+        leaving the loop early tells the responder to stop. See
+        :meth:`messaging.aio.AsyncEventPublisher.stream`."""
+        return self._portal.iterate(
+            self.agent.publisher.stream(
+                message,
+                routing_key,
+                inherited_timeout(timeout),
+                window=window,
+                response_type=response_type,
             )
         )
 

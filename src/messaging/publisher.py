@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Unpack
 
 from google.protobuf.message import Message as ProtoMessage
@@ -120,6 +120,28 @@ class EventPublisher:
                 self.aio.request(
                     message, routing_key, inherited_timeout(timeout), response_type=response_type
                 )
+            )
+        )
+
+    def stream(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 60.0,
+        *,
+        window: int = 16,
+        response_type: type[Reply] | None = None,
+    ) -> Iterator[Reply]:
+        """Iterate a streaming handler's replies as they come (``for reply in ...``);
+        leaving the loop early tells the responder to stop. See
+        :meth:`messaging.aio.AsyncEventPublisher.stream`."""
+        return self._portal.iterate(
+            self.aio.stream(
+                message,
+                routing_key,
+                inherited_timeout(timeout),
+                window=window,
+                response_type=response_type,
             )
         )
 

@@ -168,6 +168,12 @@ class EventSubscriber(ABC):
             finally:
                 self._deadline.finished()
 
+    async def _on_started(self) -> None:  # noqa: B027  (a hook: empty here)
+        """Consuming has begun (on the loop); for subclasses to start what goes with it."""
+
+    async def _on_stopped(self) -> None:  # noqa: B027  (a hook: empty here)
+        """Consuming has ended (on the loop)."""
+
     def _failure_publisher(self) -> Republisher | None:
         """The publisher failed messages are moved with; None: one of the subscriber's own.
         Agents pass their own, so that an agent runs one publisher."""
@@ -183,6 +189,7 @@ class EventSubscriber(ABC):
         )
         # _on_delivery only queues: called on the reader, no Task per delivery.
         await self.consumer.start(self._on_delivery, inline=True)
+        await self._on_started()
         hooks.subscriber_started(self.connection_pool.aio, self)  # health endpoint, if asked
 
     def stop(self) -> None:
@@ -249,6 +256,7 @@ class EventSubscriber(ABC):
                 await pipeline.drain()
             # Closing the channel hands buffered, unstarted deliveries back to the queue.
             await self.consumer.close()
+            await self._on_stopped()
             if pipeline is not None:
                 await pipeline.close()
 

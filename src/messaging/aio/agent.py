@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from typing import Any, ClassVar, TypeVar, Unpack, cast
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.consumer import Consumer
+from messaging.aio.control import ControlDesk, Conversation
 from messaging.aio.failures import Republisher
 from messaging.aio.handlers import Handlers, RequestContext, TypedHandler, typed_handler
 from messaging.aio.middleware import Middleware, check
@@ -28,7 +29,8 @@ from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.aio.rpc import DIRECT_REPLY_TO, Gathered, Reply
 from messaging.aio.subscriber import AsyncEventSubscriber
 from messaging.context import Context, ContextStore
-from messaging.errors import ConfigurationError, MessagingError
+from messaging.errors import ConfigurationError, MessagingError, StreamFailedError
+from messaging.headers import CONTROL, STREAM, STREAM_ITEM
 from messaging.routing import RoutingTable
 from messaging.stores.select import context_store_from_config
 
@@ -37,6 +39,10 @@ DEFAULT_CONTEXT_TTL = 300.0
 _T = TypeVar("_T")
 
 log = logging.getLogger("messaging.agent")
+
+MAX_WINDOW = 10_000
+"""The most stream replies a caller may ask to have unread at once."""
+
 
 _current_delivery: ContextVar[dict[str, Any] | None] = ContextVar(
     "messaging_current_delivery", default=None
@@ -97,6 +103,8 @@ class AgentCore:
         self._routing_key_map = routing_key_map
         self._routes: RoutingTable[type[ProtoMessage]] | None = None
         self.handlers = Handlers()
+        self.control = ControlDesk(pool, agent_name, exchange_name)
+        self._control_started = False
 
     def message_class(self, routing_key: str) -> type[ProtoMessage] | None:
         if self._routes is None:
@@ -116,6 +124,54 @@ class AgentCore:
                 f"@agent.handler({routing_key!r}), or define route_message"
             )
         return handler
+
+    async def start_control(self, routing_keys: Sequence[str]) -> None:
+        """Open the control address, for an agent with typed handlers (cancel, streams)."""
+        if not self.handlers or self._control_started:
+            return
+        try:
+            await self.control.start(routing_keys)
+        except Exception as exc:  # the pool closing under it, a broker refusing it
+            # Requests are still answered; only cancelling them and streaming are not.
+            log.warning(
+                "%s: could not open its control address (%s); callers cannot cancel its "
+                "requests, and its streams send one reply",
+                self.agent_name,
+                exc,
+            )
+            return
+        self._control_started = True
+
+    async def stop_control(self) -> None:
+        if self._control_started:
+            self._control_started = False
+            await self.control.close()
+
+    def converse(
+        self, handler: TypedHandler, context: RequestContext, properties: dict[str, Any]
+    ) -> Conversation | None:
+        """The conversation a caller waiting on direct reply-to can reach (cancel, credit)."""
+        reply_to = properties.get("reply_to")
+        if not (self._control_started and reply_to and str(reply_to).startswith(DIRECT_REPLY_TO)):
+            return None
+        window = 0
+        if handler.streams:
+            asked = properties["headers"].get(STREAM)
+            if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+                window = min(asked, MAX_WINDOW)
+        return self.control.open(
+            str(properties.get("correlation_id") or ""), str(reply_to), context, window
+        )
+
+    def stream_item(self, conversation: Conversation, item: ProtoMessage) -> OutgoingMessage:
+        """One reply of a stream, naming this instance's control address."""
+        return self.publisher.prepare(
+            item,
+            conversation.reply_to,
+            correlation_id=conversation.correlation_id,
+            exchange="",
+            headers={STREAM: STREAM_ITEM, CONTROL: self.control.queue},
+        )
 
     def context_for(self, message: ProtoMessage, properties: dict[str, Any]) -> RequestContext:
         return RequestContext(
@@ -284,6 +340,25 @@ class AgentFace:
         # Failed messages are moved on the agent's own publisher: one per agent.
         return self.agent.publisher
 
+    async def _on_started(self) -> None:
+        await self.agent.start_control(self.consumer.routing_keys)
+
+    async def _on_stopped(self) -> None:
+        await self.agent.stop_control()
+
+    def _count_cancelled(self, conversation: Conversation) -> None:
+        self.consumer.metrics.cancelled.inc()
+        log.info(
+            "%s: stopped working on a request its caller gave up on [correlation_id=%s]",
+            self.agent.agent_name,
+            conversation.correlation_id,
+        )
+
+    def _stream_failed(self, conversation: Conversation, error: Exception) -> StreamFailedError:
+        return StreamFailedError(
+            f"the stream failed after {conversation.sent} replies: {type(error).__name__}: {error}"
+        )
+
     def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
         """Routing key (or pattern) -> the protobuf class arriving with it.
 
@@ -381,7 +456,28 @@ class AsyncBaseAgent(AgentFace, AsyncEventSubscriber):
         """Handle one message; the message is acked when it returns. Raise to retry or
         dead-letter it. By default: the typed handler for ``routing_key``."""
         handler = self.agent.typed_handler(routing_key)
-        reply = await handler.call(message, self.agent.context_for(message, properties))
+        context = self.agent.context_for(message, properties)
+        conversation = self.agent.converse(handler, context, properties)
+        try:
+            if handler.streams:
+                await self._stream(handler.call(message, context), conversation, properties)
+                return
+            work = asyncio.ensure_future(handler.call(message, context))
+            if conversation is not None:
+                conversation.task = work
+            try:
+                reply = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                if not work.cancelled():
+                    work.cancel()  # we are being stopped: the handler goes with us
+                    raise
+                if conversation is None or not conversation.cancelled:
+                    raise
+                self._count_cancelled(conversation)
+                return
+        finally:
+            if conversation is not None:
+                self.agent.control.forget(conversation)
         if reply is None:
             return
         reply_key = self._reply_key(handler, properties)
@@ -397,6 +493,37 @@ class AsyncBaseAgent(AgentFace, AsyncEventSubscriber):
             await self.route_message(message, properties["routing_key"], properties)
         finally:
             self.agent.leave(token)
+
+    async def _stream(
+        self,
+        items: AsyncIterator[ProtoMessage],
+        conversation: Conversation | None,
+        properties: dict[str, Any],
+    ) -> None:
+        """Send what a streaming handler yields, never more than the caller's window ahead."""
+        publisher, control = self.agent.publisher, self.agent.control
+        try:
+            if conversation is None or not conversation.window:
+                # A caller that asked for one reply (request()): the first is the reply.
+                first = await anext(aiter(items), None)
+                if first is not None and properties.get("reply_to"):
+                    await self.publish_response(first, "", properties["correlation_id"])
+                return
+            try:
+                while await conversation.take_credit_async(conversation.context.time_left()):
+                    item = await anext(aiter(items), None)
+                    if item is None:
+                        await publisher.send_reply(control.end_of(conversation))
+                        return
+                    await publisher.send_reply(self.agent.stream_item(conversation, item))
+                    conversation.sent += 1
+            except Exception as exc:
+                await publisher.send_reply(control.error_of(conversation, exc))
+                raise self._stream_failed(conversation, exc) from exc
+            if conversation.cancelled:
+                self._count_cancelled(conversation)
+        finally:
+            await cast(AsyncGenerator[ProtoMessage, None], items).aclose()
 
     async def publish(
         self, message: ProtoMessage, routing_key: str, **options: Unpack[PublishOptions]
@@ -445,6 +572,20 @@ class AsyncBaseAgent(AgentFace, AsyncEventSubscriber):
         """Ask every agent bound to ``routing_key``; see :meth:`AsyncEventPublisher.gather`."""
         return await self.agent.publisher.gather(
             message, routing_key, timeout, max_replies=max_replies, response_type=response_type
+        )
+
+    def stream(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 60.0,
+        *,
+        window: int = 16,
+        response_type: type[Reply] | None = None,
+    ) -> AsyncGenerator[Reply, None]:
+        """Iterate a streaming handler's replies; see :meth:`AsyncEventPublisher.stream`."""
+        return self.agent.publisher.stream(
+            message, routing_key, timeout, window=window, response_type=response_type
         )
 
     async def stop(self, timeout: float | None = None) -> None:

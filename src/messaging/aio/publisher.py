@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
 from typing import Unpack
 
@@ -318,6 +318,27 @@ class AsyncEventPublisher:
         """
         return await self._requester_ready().gather(
             message, routing_key, timeout, max_replies=max_replies, response_type=response_type
+        )
+
+    def stream(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 60.0,
+        *,
+        window: int = 16,
+        response_type: type[Reply] | None = None,
+    ) -> AsyncGenerator[Reply, None]:
+        """Send a request to a streaming handler and iterate its replies as they come.
+
+        ``async for reply in publisher.stream(...)``: in order, until the responder's
+        last one; :class:`~messaging.errors.RemoteError` if it failed on the way,
+        :class:`~messaging.errors.RequestTimeoutError` if the stream did not end within
+        ``timeout``. The responder never runs more than ``window`` replies ahead of
+        you; leaving the loop early tells it to stop.
+        """
+        return self._requester_ready().stream(
+            message, routing_key, timeout, window=window, response_type=response_type
         )
 
     def _requester_ready(self) -> AsyncRequester:

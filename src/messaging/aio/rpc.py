@@ -29,7 +29,7 @@ import functools
 import logging
 import math
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,9 +46,23 @@ from messaging.errors import (
     RemoteError,
     RequestTimeoutError,
 )
-from messaging.headers import DEADLINE, ERROR_MESSAGE, ERROR_REPLY, ERROR_TYPE, FAILED_AGENT
+from messaging.headers import (
+    CANCEL_TYPE,
+    CONTROL,
+    CREDIT,
+    CREDIT_TYPE,
+    DEADLINE,
+    ERROR_MESSAGE,
+    ERROR_REPLY,
+    ERROR_TYPE,
+    FAILED_AGENT,
+    STREAM,
+    STREAM_END,
+    STREAM_ITEM,
+)
 from messaging.serialization import deserialize, message_class_for
-from messaging.transport import Channel, Delivery
+from messaging.topology import ExchangeSpec, Topology, control_exchange
+from messaging.transport import Channel, Delivery, Properties
 from messaging.wiretext import printable
 
 log = logging.getLogger("messaging.rpc")
@@ -60,10 +74,16 @@ Reply = TypeVar("Reply", bound=ProtoMessage, default=ProtoMessage)
 
 
 class RequestSender(Protocol):
-    """What a requester needs of a publisher: its channel, and prepare/send."""
+    """What a requester needs of a publisher: its channel and exchange, and prepare/send."""
 
     @property
     def channel(self) -> Channel: ...
+
+    @property
+    def exchange_name(self) -> str: ...
+
+    @property
+    def agent_name(self) -> str: ...
 
     def prepare(
         self,
@@ -172,7 +192,13 @@ class AsyncRequester:
         self.publisher = publisher
         self.replies = ReplyCorrelator()
         self._ensure_consuming = Once(self._consume_replies)
+        self._ensure_control_exchange = Once(self._declare_control_exchange)
+        self._telling: set[asyncio.Task[None]] = set()
         publisher.channel.on_reopen(self._on_reopen)
+
+    async def _declare_control_exchange(self) -> None:
+        exchange = ExchangeSpec(control_exchange(self.publisher.exchange_name), "topic")
+        await self.publisher.channel.declare(Topology(exchanges=(exchange,)))
 
     async def _consume_replies(self) -> None:
         # Direct reply-to needs its consumer (no-ack) on the publishing channel
@@ -239,10 +265,133 @@ class AsyncRequester:
         finally:
             expiry.cancel()
             self.replies.forget(correlation_id)
+            if not (reply.done() and not reply.cancelled() and reply.exception() is None):
+                self._give_up(correlation_id, routing_key, None, sending)
             if not sending.done():
                 # Answered (or given up on) before the confirm came: stop
                 # waiting for it, and never send the request again.
                 sending.cancel()
+
+    async def stream(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float,
+        *,
+        window: int = 16,
+        response_type: type[Reply] | None = None,
+    ) -> AsyncGenerator[Reply, None]:
+        """Send ``message`` and yield its replies as they come, in order, until the
+        responder's end marker; never more than ``window`` unread at once."""
+        if not 1 <= window <= 10_000:
+            raise InvalidMessageError(f"window must be from 1 to 10000, got {window!r}")
+        timeout = inherited_timeout(timeout)
+        await self._ensure_consuming()
+        correlation_id = str(uuid.uuid4())
+        replies = self.replies.expect_many(correlation_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        control: str | None = None
+        sent = finished = False
+        try:
+            await self.publisher.send(
+                self._prepare(message, routing_key, timeout, correlation_id, {STREAM: window})
+            )
+            sent = True
+            unthanked = 0  # replies read since the last credit
+            while True:
+                try:
+                    delivery = await asyncio.wait_for(replies.get(), deadline - loop.time())
+                except TimeoutError:
+                    raise RequestTimeoutError(
+                        f"the stream from {routing_key!r} did not end within {timeout:.1f}s "
+                        f"[correlation_id={correlation_id}]"
+                    ) from None
+                headers = delivery.properties.headers or {}
+                control = control or _text(headers.get(CONTROL))
+                marker = headers.get(STREAM)
+                if delivery.properties.message_type == ERROR_REPLY:
+                    finished = True
+                    raise _remote_error(delivery, correlation_id)
+                if marker == STREAM_END:
+                    finished = True
+                    return
+                item = decoded_reply(delivery, response_type)
+                if marker != STREAM_ITEM:
+                    finished = True  # a plain reply: a responder that does not stream
+                    yield item
+                    return
+                yield item
+                unthanked += 1
+                if control is not None and unthanked >= max(1, window // 2):
+                    await self._tell(CREDIT_TYPE, correlation_id, control, "", unthanked)
+                    unthanked = 0
+        finally:
+            self.replies.forget(correlation_id)
+            if sent and not finished:
+                self._give_up(correlation_id, routing_key, control, None)
+
+    def _give_up(
+        self,
+        correlation_id: str,
+        routing_key: str,
+        control: str | None,
+        sending: asyncio.Task[str] | None,
+    ) -> None:
+        """Tell the responder working on it that its caller has gone (in the background)."""
+        if (
+            sending is not None
+            and sending.done()
+            and not sending.cancelled()
+            and sending.exception() is not None
+        ):
+            return  # never delivered: nobody to tell
+        if control is not None:
+            told = self._tell(CANCEL_TYPE, correlation_id, control, "")
+        else:
+            told = self._tell(CANCEL_TYPE, correlation_id, routing_key, None)
+        task = asyncio.get_running_loop().create_task(told)
+        self._telling.add(task)
+        task.add_done_callback(self._told)
+
+    def _told(self, task: asyncio.Task[None]) -> None:
+        self._telling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not tell a responder its caller gave up: %s", task.exception())
+
+    async def _tell(
+        self,
+        message_type: str,
+        correlation_id: str,
+        routing_key: str,
+        exchange: str | None,
+        credit: int = 0,
+    ) -> None:
+        """Send a control message: to ``exchange`` (``""``: a control queue by name), or,
+        for None, to the control exchange with the request's own routing key."""
+        if exchange is None:
+            await self._ensure_control_exchange()
+            exchange = control_exchange(self.publisher.exchange_name)
+        headers: dict[str, Any] = {CREDIT: credit} if credit else {}
+        outgoing = OutgoingMessage(
+            body=b"",
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=Properties(
+                message_type=message_type,
+                correlation_id=correlation_id,
+                # The broker writes our own address here: proof to the responder that
+                # this comes from the caller that made the request.
+                reply_to=DIRECT_REPLY_TO,
+                app_id=self.publisher.agent_name,
+                message_id=uuid.uuid4().hex,
+                delivery_mode=1,
+                headers=headers or None,
+            ),
+            mandatory=False,
+            timeout=5.0,
+        )
+        await self.publisher.send(outgoing)
 
     async def gather(
         self,
@@ -324,6 +473,12 @@ class Gathered:
     @property
     def errors(self) -> list[RemoteError | DecodeError]:
         return [answer.error for answer in self.answers if answer.error is not None]
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) and value else None
 
 
 def _remote_error(delivery: Delivery, correlation_id: str) -> RemoteError:

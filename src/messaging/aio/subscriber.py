@@ -116,6 +116,12 @@ class AsyncEventSubscriber(ABC):
     async def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
         """Process one message. Raise to dead-letter it."""
 
+    async def _on_started(self) -> None:  # noqa: B027  (a hook: empty here)
+        """Consuming has begun (on the loop); for subclasses to start what goes with it."""
+
+    async def _on_stopped(self) -> None:  # noqa: B027  (a hook: empty here)
+        """Consuming has ended (on the loop)."""
+
     def _failure_publisher(self) -> Republisher | None:
         """The publisher failed messages are moved with; None: one of the subscriber's own.
         Agents pass their own, so that an agent runs one publisher."""
@@ -132,6 +138,7 @@ class AsyncEventSubscriber(ABC):
             (*self.connection_pool.middlewares, *self.middlewares),
         )
         await self.consumer.start(self._on_delivery, inline=True)
+        await self._on_started()
         hooks.subscriber_started(self.connection_pool, self)  # the health endpoint, if asked for
 
     async def start_consuming(self) -> None:
@@ -197,6 +204,7 @@ class AsyncEventSubscriber(ABC):
             if pipeline is not None:
                 await pipeline.drain()
             await self.consumer.close()
+            await self._on_stopped()
             if pipeline is not None:
                 await pipeline.close()
         finally:
