@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Self
 
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, load_config
@@ -72,7 +73,7 @@ class AsyncConnectionPool:
         for connection in (self.publishing, self.consuming):
             await connection.close()
 
-    async def __aenter__(self) -> AsyncConnectionPool:
+    async def __aenter__(self) -> Self:
         """Nothing to open yet (both connections connect on first use)."""
         return self
 
