@@ -47,13 +47,20 @@ from messaging.ops import health as _health
 from messaging.publisher import EventPublisher
 from messaging.stores import RedisContextStore, RedisDeduplicator
 from messaging.subscriber import EventSubscriber
-from messaging.transport import ChannelManager, ConnectionHealth
+from messaging.transport import (
+    AmqpTransport,
+    ChannelManager,
+    ConnectionHealth,
+    MemoryTransport,
+    Transport,
+)
 
 # Operations watch the core from above: a subscriber that starts consuming
 # serves the health endpoint when MONITORING__HTTP_PORT is set.
 _hooks.on_subscriber_started(_health.serve_and_watch)
 
 __all__ = [
+    "AmqpTransport",
     "Answer",
     "AuthenticationFailedError",
     "BaseAgent",
@@ -75,6 +82,7 @@ __all__ = [
     "Idempotent",
     "InMemoryContextStore",
     "InvalidMessageError",
+    "MemoryTransport",
     "MessageBuilder",
     "MessagingError",
     "Middleware",
@@ -98,6 +106,7 @@ __all__ = [
     "TopologyError",
     "TopologyMismatchError",
     "TopologyMissingError",
+    "Transport",
     "UnknownRoutingKeyError",
     "UnroutableMessageError",
     "VirtualHostError",

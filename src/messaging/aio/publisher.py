@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
-from typing import Unpack
+from typing import Self, Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -533,3 +533,10 @@ class AsyncEventPublisher:
         await self.pool.publishing.release(self._channel)
         if self._reply_channel is not None:
             await self.pool.publishing.release(self._reply_channel)
+
+    async def __aenter__(self) -> Self:
+        """``async with``: nothing to open (the channel opens on the first publish)."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

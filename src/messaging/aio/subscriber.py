@@ -9,7 +9,7 @@ import signal
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from typing import Any, ClassVar, Unpack
+from typing import Any, ClassVar, Self, Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -232,3 +232,13 @@ class AsyncEventSubscriber(ABC):
         if not task.cancelled() and task.exception() is not None:
             # The pipeline settles handler errors itself: this is a defect of ours.
             log.error("delivery pipeline failed", exc_info=task.exception())
+
+    async def __aenter__(self) -> Self:
+        """``async with``: start consuming (:meth:`start`); a send-only agent starts nothing."""
+        if not self.consumer.send_only:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stop (:meth:`stop`: the messages in hand finish) and close."""
+        await self.stop()
