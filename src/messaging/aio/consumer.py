@@ -64,6 +64,7 @@ class Consumer:
         self.max_redeliveries = options.max_redeliveries
         self.queue_type: QueueType = options.queue_type or pool.config.queue_type
         self.declare = options.declare
+        self.topology = self._topology()
         self.message_class = message_class
         self.accepted_types = accepted_types
         self.metrics = ConsumerMetrics(self.agent_name, self.queue_name)
@@ -71,9 +72,11 @@ class Consumer:
         self._consumer_key: str | None = None
         self._inspector: Inspector | None = None
 
-    @property
-    def topology(self) -> Topology:
-        """The queue, its bindings, its retry queues and its dead-lettering, as declared."""
+    def _topology(self) -> Topology:
+        """The queue, its bindings, its retry queues and its dead-lettering, as declared.
+
+        Built in the constructor, so that a bad name or limit raises before anything is
+        declared, and again when :meth:`bind` adds a pattern."""
         options = self.options
         return subscriber_topology(
             self.exchange_name,
@@ -101,6 +104,7 @@ class Consumer:
         validate_binding_pattern(pattern)
         if pattern not in self.routing_keys:
             self.routing_keys = (*self.routing_keys, pattern)
+            self.topology = self._topology()
 
     @property
     def channel(self) -> Channel:
