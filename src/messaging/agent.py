@@ -8,19 +8,18 @@ from typing import Any, Unpack, cast
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
-from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore, AgentFace, require_handler
+from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentFace, require_handler
 from messaging.aio.control import Conversation
-from messaging.aio.deadline import inherited_timeout
-from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
-from messaging.aio.publisher import DEFAULT_EXCHANGE
-from messaging.aio.rpc import Gathered, Reply
+from messaging.aio.options import AgentKeywords, PublishOptions
+from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.connection import ConnectionPool
 from messaging.context import Context, ContextStore
 from messaging.ops import tracing
+from messaging.publisher import SyncAsking
 from messaging.subscriber import EventSubscriber
 
 
-class BaseAgent(AgentFace, EventSubscriber):
+class BaseAgent(SyncAsking, AgentFace, EventSubscriber):
     """A subscriber that also publishes, with correlation tracking.
 
     Subclasses map routing keys (or patterns) to message classes in
@@ -57,17 +56,8 @@ class BaseAgent(AgentFace, EventSubscriber):
         context_ttl: float = DEFAULT_CONTEXT_TTL,
         **options: Unpack[AgentKeywords],
     ) -> None:
-        mandatory = options.pop("mandatory", True)  # its publisher's; the rest: the subscriber's
-        self.agent = AgentCore(
-            connection_pool.aio,
-            agent_name,
-            exchange_name,
-            self.get_routing_key_map,
-            context_store,
-            context_ttl,
-            options.get("declare", True),
-            mandatory,
-            options.get("middlewares", ()),
+        subscriber_options = self._make_core(
+            connection_pool.aio, agent_name, exchange_name, context_store, context_ttl, options
         )
         super().__init__(
             connection_pool=connection_pool,
@@ -76,7 +66,7 @@ class BaseAgent(AgentFace, EventSubscriber):
             queue_name=queue_name,
             routing_keys=routing_keys,
             prefetch_count=prefetch_count,
-            **cast(SubscriberKeywords, options),
+            **subscriber_options,
         )
         self._portal = Portal.get()
         require_handler(self, BaseAgent, routing_keys)
@@ -191,71 +181,9 @@ class BaseAgent(AgentFace, EventSubscriber):
             )
         )
 
-    def request(
-        self,
-        message: ProtoMessage,
-        routing_key: str,
-        timeout: float = 30.0,
-        *,
-        response_type: type[Reply] | None = None,
-    ) -> Reply:
-        """Send a request and block for its reply (``response_type``: the reply's type).
-
-        Raises :class:`~messaging.errors.RemoteError` when the responder gave up on
-        it, :class:`~messaging.errors.RequestTimeoutError` after ``timeout``; see
-        :meth:`messaging.aio.AsyncEventPublisher.request`.
-        """
-        return self._portal.call(
-            tracing.carry(
-                self.agent.publisher.request(
-                    message, routing_key, inherited_timeout(timeout), response_type=response_type
-                )
-            )
-        )
-
-    def stream(
-        self,
-        message: ProtoMessage,
-        routing_key: str,
-        timeout: float = 60.0,
-        *,
-        window: int = 16,
-        response_type: type[Reply] | None = None,
-    ) -> Iterator[Reply]:
-        """Iterate a streaming handler's replies as they come (``for reply in ...``);
-        leaving the loop early tells the responder to stop. See
-        :meth:`messaging.aio.AsyncEventPublisher.stream`."""
-        return self._portal.iterate(
-            self.agent.publisher.stream(
-                message,
-                routing_key,
-                inherited_timeout(timeout),
-                window=window,
-                response_type=response_type,
-            )
-        )
-
-    def gather(
-        self,
-        message: ProtoMessage,
-        routing_key: str,
-        timeout: float = 5.0,
-        *,
-        max_replies: int | None = None,
-        response_type: type[ProtoMessage] | None = None,
-    ) -> Gathered:
-        """Ask every agent bound to ``routing_key``; see :meth:`AsyncEventPublisher.gather`."""
-        return self._portal.call(
-            tracing.carry(
-                self.agent.publisher.gather(
-                    message,
-                    routing_key,
-                    inherited_timeout(timeout),
-                    max_replies=max_replies,
-                    response_type=response_type,
-                )
-            )
-        )
+    @property
+    def _asker(self) -> AsyncEventPublisher:
+        return self.agent.publisher
 
     def close(self) -> None:
         """Release the agent's publishing channel (start_consuming's own channel closes on stop)."""

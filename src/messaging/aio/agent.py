@@ -25,8 +25,8 @@ from messaging.aio.middleware import Middleware, check
 from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
 from messaging.aio.outgoing import OutgoingMessage
 from messaging.aio.pool import AsyncConnectionPool
-from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
-from messaging.aio.rpc import DIRECT_REPLY_TO, Gathered, Reply
+from messaging.aio.publisher import DEFAULT_EXCHANGE, Asking, AsyncEventPublisher
+from messaging.aio.rpc import DIRECT_REPLY_TO
 from messaging.aio.subscriber import AsyncEventSubscriber
 from messaging.context import Context, ContextStore
 from messaging.errors import ConfigurationError, MessagingError, StreamFailedError
@@ -300,6 +300,31 @@ class AgentFace:
     consumer: Consumer
     middlewares: tuple[Middleware, ...]
 
+    def _make_core(
+        self,
+        pool: AsyncConnectionPool,
+        agent_name: str,
+        exchange_name: str,
+        context_store: ContextStore | None,
+        context_ttl: float,
+        options: AgentKeywords,
+    ) -> SubscriberKeywords:
+        """Make :attr:`agent` from the constructor's arguments; returns the options left
+        for the subscriber (the publisher takes ``mandatory``)."""
+        mandatory = options.pop("mandatory", True)
+        self.agent = AgentCore(
+            pool,
+            agent_name,
+            exchange_name,
+            self.get_routing_key_map,
+            context_store,
+            context_ttl,
+            options.get("declare", True),
+            mandatory,
+            options.get("middlewares", ()),
+        )
+        return cast(SubscriberKeywords, options)
+
     @property
     def send_only(self) -> bool:
         """True when built with no routing keys and no handlers: publishes, never consumes."""
@@ -396,7 +421,7 @@ class AgentFace:
         return handler.reply_key
 
 
-class AsyncBaseAgent(AgentFace, AsyncEventSubscriber):
+class AsyncBaseAgent(Asking, AgentFace, AsyncEventSubscriber):
     """The asyncio twin of :class:`messaging.BaseAgent`: ``route_message`` is a coroutine.
 
     Subclasses map routing keys (or patterns) to message classes in
@@ -427,17 +452,8 @@ class AsyncBaseAgent(AgentFace, AsyncEventSubscriber):
         context_ttl: float = DEFAULT_CONTEXT_TTL,
         **options: Unpack[AgentKeywords],
     ) -> None:
-        mandatory = options.pop("mandatory", True)  # its publisher's; the rest: the subscriber's
-        self.agent = AgentCore(
-            connection_pool,
-            agent_name,
-            exchange_name,
-            self.get_routing_key_map,
-            context_store,
-            context_ttl,
-            options.get("declare", True),
-            mandatory,
-            options.get("middlewares", ()),
+        subscriber_options = self._make_core(
+            connection_pool, agent_name, exchange_name, context_store, context_ttl, options
         )
         super().__init__(
             connection_pool,
@@ -446,7 +462,7 @@ class AsyncBaseAgent(AgentFace, AsyncEventSubscriber):
             queue_name,
             routing_keys,
             prefetch_count,
-            **cast(SubscriberKeywords, options),
+            **subscriber_options,
         )
         require_handler(self, AsyncBaseAgent, routing_keys)
 
@@ -547,46 +563,9 @@ class AsyncBaseAgent(AgentFace, AsyncEventSubscriber):
         reply_to = reply_to or self.agent.reply_to_for(correlation_id)
         return await self.agent.publish_response(response, routing_key, correlation_id, reply_to)
 
-    async def request(
-        self,
-        message: ProtoMessage,
-        routing_key: str,
-        timeout: float = 30.0,
-        *,
-        response_type: type[Reply] | None = None,
-    ) -> Reply:
-        """Send a request and wait for its reply; see :meth:`AsyncEventPublisher.request`."""
-        return await self.agent.publisher.request(
-            message, routing_key, timeout, response_type=response_type
-        )
-
-    async def gather(
-        self,
-        message: ProtoMessage,
-        routing_key: str,
-        timeout: float = 5.0,
-        *,
-        max_replies: int | None = None,
-        response_type: type[ProtoMessage] | None = None,
-    ) -> Gathered:
-        """Ask every agent bound to ``routing_key``; see :meth:`AsyncEventPublisher.gather`."""
-        return await self.agent.publisher.gather(
-            message, routing_key, timeout, max_replies=max_replies, response_type=response_type
-        )
-
-    def stream(
-        self,
-        message: ProtoMessage,
-        routing_key: str,
-        timeout: float = 60.0,
-        *,
-        window: int = 16,
-        response_type: type[Reply] | None = None,
-    ) -> AsyncGenerator[Reply, None]:
-        """Iterate a streaming handler's replies; see :meth:`AsyncEventPublisher.stream`."""
-        return self.agent.publisher.stream(
-            message, routing_key, timeout, window=window, response_type=response_type
-        )
+    @property
+    def _asker(self) -> AsyncEventPublisher:
+        return self.agent.publisher
 
     async def stop(self, timeout: float | None = None) -> None:
         await super().stop(timeout)

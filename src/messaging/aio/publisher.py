@@ -540,3 +540,51 @@ class AsyncEventPublisher:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class Asking:
+    """``request``, ``gather`` and ``stream`` for a class that asks through a publisher
+    of its own (:class:`~messaging.aio.AsyncBaseAgent`), written once."""
+
+    @property
+    def _asker(self) -> AsyncEventPublisher:
+        raise NotImplementedError
+
+    async def request(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 30.0,
+        *,
+        response_type: type[Reply] | None = None,
+    ) -> Reply:
+        """Send a request and wait for its reply; see :meth:`AsyncEventPublisher.request`."""
+        return await self._asker.request(message, routing_key, timeout, response_type=response_type)
+
+    async def gather(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 5.0,
+        *,
+        max_replies: int | None = None,
+        response_type: type[ProtoMessage] | None = None,
+    ) -> Gathered:
+        """Ask every agent bound to ``routing_key``; see :meth:`AsyncEventPublisher.gather`."""
+        return await self._asker.gather(
+            message, routing_key, timeout, max_replies=max_replies, response_type=response_type
+        )
+
+    def stream(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 60.0,
+        *,
+        window: int = 16,
+        response_type: type[Reply] | None = None,
+    ) -> AsyncGenerator[Reply, None]:
+        """Iterate a streaming handler's replies; see :meth:`AsyncEventPublisher.stream`."""
+        return self._asker.stream(
+            message, routing_key, timeout, window=window, response_type=response_type
+        )
