@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import time
@@ -19,9 +20,10 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging import BaseAgent, ConnectionPool, EventSubscriber
+from messaging import BaseAgent, ConnectionPool, EventPublisher, EventSubscriber
 from messaging.aio import AsyncBaseAgent, AsyncConnectionPool
 from messaging.discovery import AgentCard, Directory
+from messaging.discovery.announcer import FAILURES
 from messaging.discovery.card import SCHEMA
 from messaging.generated import messages_pb2 as pb
 from tests.conformance.conftest import Target
@@ -190,3 +192,43 @@ def test_the_directory_lists_an_async_agent_and_forgets_it_when_it_stops(
     ]
     assert running[0].request_types == {"weather.request": "chimera.v1.QueryRequest"}
     assert after == []
+
+
+def test_an_agent_whose_announcements_fail_carries_on_and_counts_them(
+    target: Target,
+    pool: ConnectionPool,
+    discovery: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exchange, queue = target.exchange(), target.queue()
+    # The agent's own dead-letter exchange is a direct exchange: declaring it as the
+    # (topic) discovery exchange is refused by the broker, on every heartbeat.
+    monkeypatch.setenv("DISCOVERY__EXCHANGE", f"{exchange}.dlx")
+    handled: list[str] = []
+
+    class Recording(Weather):
+        def route_message(
+            self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
+        ) -> None:
+            handled.append(routing_key)
+
+    failures = FAILURES.labels("weather")
+    before = failures._value.get()
+    agent = Recording(pool, exchange, queue)
+    caplog.set_level(logging.DEBUG, "messaging.discovery")
+    target.start(agent)
+    target.wait_for(lambda: failures._value.get() >= before + 2, what="two failed heartbeats")
+    assert agent.is_consuming
+    publisher = EventPublisher(pool, "asker", exchange)
+    publisher.publish(pb.QueryRequest(query="still there?"), "weather.request")
+    publisher.close()
+    target.wait_for(lambda: handled == ["weather.request"], what="the message handled")
+    target.stop(agent)
+    warnings = [
+        r
+        for r in caplog.records
+        if r.name == "messaging.discovery" and r.levelno >= logging.WARNING
+    ]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "could not announce weather" in warnings[0].getMessage()
