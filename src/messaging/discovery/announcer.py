@@ -36,7 +36,9 @@ FAILURES = Counter(
     ["agent"],
 )
 SEND_TIMEOUT = 5.0
-"""Longest one announcement may wait for the connection."""
+"""Longest one heartbeat may wait for the connection."""
+WITHDRAW_TIMEOUT = 1.0
+"""Longest the withdrawal may hold up a stop; a listener forgets an unsent one by expiry."""
 
 
 def discovery_topology(exchange: str) -> Topology:
@@ -77,7 +79,7 @@ class Announcer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.card is not None and self.sent:
-            await self._send(self.card.stamped("withdraw"), WITHDRAW_KEY)
+            await self._send(self.card.stamped("withdraw"), WITHDRAW_KEY, WITHDRAW_TIMEOUT)
         channel, self._channel = self._channel, None
         if channel is not None and not self.pool.closed:
             with contextlib.suppress(Exception):
@@ -98,11 +100,11 @@ class Announcer:
     def _name(self) -> str:
         return str(self.subscriber.agent_name)
 
-    async def _send(self, card: AgentCard, routing_key: str) -> None:
+    async def _send(self, card: AgentCard, routing_key: str, timeout: float = SEND_TIMEOUT) -> None:
         if self.pool.closed:
             return
         try:
-            channel = await self._ready_channel()
+            channel = await asyncio.wait_for(self._ready_channel(), timeout)
             await channel.publish(
                 card.to_json(),
                 self.exchange,
@@ -116,7 +118,7 @@ class Announcer:
                     expiration=str(int(card.expires_after * 1000)),
                 ),
                 mandatory=False,
-                timeout=SEND_TIMEOUT,
+                timeout=timeout,
             )
         except Exception as exc:  # discovery must never fail the agent
             self._failures.inc()
@@ -143,9 +145,7 @@ class Announcer:
             self._channel = self.pool.publishing.channel(f"discovery:{self._name}")
         if not self._declared:
             # Declared on the channel, so that it is declared again after a reconnect.
-            await asyncio.wait_for(
-                self._channel.declare(discovery_topology(self.exchange)), SEND_TIMEOUT
-            )
+            await self._channel.declare(discovery_topology(self.exchange))
             self._declared = True
         return self._channel
 
