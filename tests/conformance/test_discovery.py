@@ -25,6 +25,7 @@ from messaging.aio import AsyncBaseAgent, AsyncConnectionPool
 from messaging.discovery import AgentCard, Directory
 from messaging.discovery.announcer import FAILURES
 from messaging.discovery.card import SCHEMA
+from messaging.discovery.hooks import announcer_of
 from messaging.generated import messages_pb2 as pb
 from tests.conformance.conftest import Target
 
@@ -232,3 +233,30 @@ def test_an_agent_whose_announcements_fail_carries_on_and_counts_them(
     ]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert "could not announce weather" in warnings[0].getMessage()
+
+
+def test_an_announcer_whose_pool_closes_under_it_ends_and_is_forgotten(
+    target: Target, discovery: str
+) -> None:
+    exchange, queue = target.exchange(), target.queue()
+
+    async def main() -> tuple[int, bool]:
+        pool = AsyncConnectionPool(target.config)
+        agent = AsyncWeather(pool, exchange, queue)
+        await agent.start()
+        announcer = announcer_of(agent)
+        assert announcer is not None
+        for _ in range(500):  # the first announcement, within 5 s
+            if announcer.sent:
+                break
+            await asyncio.sleep(0.01)
+        await pool.close()  # no stop(): the heartbeat must end by itself
+        for _ in range(500):
+            if announcer_of(agent) is None:
+                break
+            await asyncio.sleep(0.01)
+        return announcer.sent, announcer_of(agent) is None
+
+    sent, forgotten = asyncio.run(main())
+    assert sent >= 1
+    assert forgotten, "the announcer outlived its pool"

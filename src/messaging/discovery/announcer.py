@@ -64,12 +64,13 @@ class Announcer:
         self._failures = FAILURES.labels(subscriber.agent_name)
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Start the heartbeat (on the running loop); returns at once."""
+    def start(self) -> asyncio.Task[None]:
+        """Start the heartbeat (on the running loop); returns its task at once."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._beat(), name=f"discovery:{self.subscriber.agent_name}"
             )
+        return self._task
 
     async def withdraw(self) -> None:
         """Stop the heartbeat and say goodbye (if we ever said hello); never raises."""

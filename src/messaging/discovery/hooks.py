@@ -38,8 +38,15 @@ def announce(pool: AsyncConnectionPool, subscriber: Consuming) -> None:
     if getattr(subscriber, "send_only", False):
         return
     announcer = Announcer(pool, subscriber, exchange=config.exchange, interval=config.interval)
-    _announcers[id(subscriber)] = announcer
-    announcer.start()
+    key = id(subscriber)
+    _announcers[key] = announcer
+    announcer.start().add_done_callback(lambda _: _forget(key, announcer))
+
+
+def _forget(key: int, announcer: Announcer) -> None:
+    """Drop an announcer whose heartbeat ended by itself (its pool was closed unstopped)."""
+    if _announcers.get(key) is announcer:
+        del _announcers[key]
 
 
 async def withdraw(pool: AsyncConnectionPool, subscriber: Consuming) -> None:
