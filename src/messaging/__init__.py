@@ -15,6 +15,7 @@ from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, Settings, load_config
 from messaging.connection import ConnectionPool
 from messaging.context import ContextStore, InMemoryContextStore
+from messaging.discovery import hooks as _discovery
 from messaging.errors import (
     AuthenticationFailedError,
     BrokerRefusedError,
@@ -58,6 +59,9 @@ from messaging.transport import (
 # Operations watch the core from above: a subscriber that starts consuming
 # serves the health endpoint when MONITORING__HTTP_PORT is set.
 _hooks.on_subscriber_started(_health.serve_and_watch)
+# ... and announces itself on the discovery exchange when DISCOVERY__ENABLED is true.
+_hooks.on_subscriber_started(_discovery.announce)
+_hooks.on_subscriber_stopping(_discovery.withdraw)
 
 __all__ = [
     "AmqpTransport",

@@ -192,6 +192,7 @@ class EventSubscriber(SubscriberFace):
 
     def _shutdown(self) -> None:
         async def finish() -> None:
+            await hooks.subscriber_stopping(self.connection_pool.aio, self)  # discovery withdraws
             await self.consumer.cancel()
             pipeline, self._pipeline = self._pipeline, None
             if pipeline is not None:

@@ -211,6 +211,7 @@ class AsyncEventSubscriber(SubscriberFace):
         self._stopping = True
         self._deadline.begin(timeout + ASYNC_GRACE)
         try:
+            await hooks.subscriber_stopping(self.connection_pool, self)  # discovery withdraws
             await self.consumer.cancel()
             if self._in_hand:
                 _, late = await asyncio.wait(set(self._in_hand), timeout=timeout)
