@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message as ProtoMessage
 
-from messaging import BaseAgent, ConnectionPool, EventPublisher, RejectedMessageError, RemoteError
+from messaging import (
+    BaseAgent,
+    ConnectionPool,
+    EventPublisher,
+    EventSubscriber,
+    RejectedMessageError,
+    RemoteError,
+)
 from messaging import headers as h
 from messaging.aio import AsyncBaseAgent, AsyncConnectionPool
 from messaging.generated import messages_pb2 as pb
@@ -117,19 +124,37 @@ def test_an_error_meant_for_the_caller_is_not_retried_on_the_asyncio_api(target:
     assert target.depth(f"{queue}.dlq") == 1
 
 
-def test_the_error_reply_is_readable_without_the_bus(target: Target, pool: ConnectionPool) -> None:
-    """What another language's client sees: a reply typed chimera.error, headers and JSON."""
+class ReplyQueue(EventSubscriber):
+    """The spec's form: a queue of one's own that replies arrive in by name."""
+
+    def __init__(self, pool: ConnectionPool, exchange: str, queue: str) -> None:
+        self.got: list[tuple[ProtoMessage, dict[str, Any]]] = []
+        super().__init__(pool, "asker", exchange, queue, [queue])
+
+    def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
+        return pb.QueryResponse
+
+    def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
+        self.got.append((message, properties))
+
+
+def test_a_named_reply_queue_gets_the_error_as_a_documented_property(
+    target: Target, pool: ConnectionPool
+) -> None:
     exchange, queue = target.exchange(), target.queue()
     target.start(Failing(pool, exchange, queue))
-    replies = target.queue("replies")
-    target.declare_raw(replies, {})
-    caller = EventPublisher(pool, "caller", exchange)
-    # A raw request to a named reply queue gets no error reply (README: publish_with_reply
-    # consumers would take it for theirs); only direct reply-to callers are told.
-    caller.publish_with_reply(pb.QueryRequest(query="x"), "ask.x", replies, "corr-raw")
+    replies = ReplyQueue(pool, exchange, target.queue("replies"))
+    target.start(replies)
+    caller = EventPublisher(pool, "asker", exchange)
+    caller.publish_with_reply(pb.QueryRequest(query="x"), "ask.x", replies.queue_name, "corr-1")
+    target.wait_for(lambda: bool(replies.got), what="the error reply")
+    ((message, properties),) = replies.got
+    assert message == pb.QueryResponse()  # an empty answer: old handlers keep working
+    assert properties["correlation_id"] == "corr-1"
+    assert properties["error"] == {
+        "type": "builtins.LookupError",
+        "message": "no answer to 'x'",
+        "agent": "failing",
+    }
     target.wait_for(lambda: target.depth(f"{queue}.dlq") == 1, what="the dead letter")
-    assert target.depth(replies) == 0
-    with pytest.raises(RemoteError) as raised:
-        caller.request(pb.QueryRequest(query="y"), "ask.y", timeout=30)
-    assert raised.value.agent == "failing"
     caller.close()

@@ -17,6 +17,7 @@ from google.protobuf.message import Message as ProtoMessage
 from messaging.aio.envelope import Envelope
 from messaging.aio.middleware import Middleware
 from messaging.errors import DecodeError, UnknownRoutingKeyError
+from messaging.headers import ERROR_MESSAGE, ERROR_REPLY, ERROR_TYPE, FAILED_AGENT
 from messaging.serialization import CONTENT_TYPE, deserialize, serialize
 from messaging.wiretext import foreign_fields, is_foreign
 
@@ -78,6 +79,8 @@ class Decode(Middleware):
     def decode(self, envelope: Envelope) -> ProtoMessage:
         properties = envelope.properties
         routing_key = envelope.routing_key
+        if properties["type"] == ERROR_REPLY and properties["exchange"] == "":
+            return self._error_reply(envelope)
         foreign = foreign_fields(envelope.wire)
         if is_foreign(routing_key):
             foreign.insert(0, "routing key")
@@ -103,6 +106,26 @@ class Decode(Middleware):
             )
         self._check_type(properties["type"], cls, routing_key, envelope.body)
         return self.codec.decode(envelope.body, cls)
+
+    def _error_reply(self, envelope: Envelope) -> ProtoMessage:
+        """An error reply to a named reply queue (``publish_with_reply``): the handler gets
+        an empty message of the key's class and ``properties["error"]`` saying what failed.
+
+        Believed as the bus's own headers are on anything that came through the default
+        exchange (README, "Who may write where")."""
+        cls = self._message_class(envelope.routing_key)
+        if cls is None:
+            raise UnknownRoutingKeyError(
+                f"{self.agent_name} has no message class for routing key "
+                f"{envelope.routing_key!r} (an error reply arrived there)"
+            )
+        headers = envelope.headers
+        envelope.properties["error"] = {
+            "type": str(headers.get(ERROR_TYPE, "")),
+            "message": str(headers.get(ERROR_MESSAGE, "")),
+            "agent": str(headers.get(FAILED_AGENT, "")),
+        }
+        return cls()
 
     def _check_type(
         self, sent: str | None, cls: type[ProtoMessage], routing_key: str, body: bytes

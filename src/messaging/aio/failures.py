@@ -25,7 +25,6 @@ from typing import Any, Protocol
 from messaging.aio.consumer import Consumer
 from messaging.aio.incoming import headers_of, routing_key_of
 from messaging.aio.outgoing import OutgoingMessage
-from messaging.aio.rpc import DIRECT_REPLY_TO
 from messaging.errors import DecodeError, PoisonMessageError, PublishError, StreamFailedError
 from messaging.headers import (
     ATTEMPTS,
@@ -103,17 +102,19 @@ class FailureRouter:
             await self._tell_the_caller(delivery, headers)
 
     async def _tell_the_caller(self, delivery: Delivery, headers: dict[str, Any]) -> None:
-        """A request given up on: its caller, waiting on direct reply-to, gets an error reply
+        """A request given up on: its caller gets an error reply
         (:data:`~messaging.headers.ERROR_REPLY`) at once instead of waiting out its timeout.
 
-        Sent after the dead-letter copy, without a confirm, as any reply; a caller
-        that has gone is not an error. Replies to named queues (``publish_with_reply``)
-        are not sent: their consumers would take it for a message of theirs.
+        Sent to its ``reply_to`` after the dead-letter copy, without a confirm, as any
+        reply: to a caller waiting on direct reply-to (``request()`` raises
+        ``RemoteError``), or to a named reply queue (``publish_with_reply``: its
+        consumer's handler gets ``properties["error"]``). A caller that has gone, or a
+        queue that does not exist, is not an error.
         """
         props = delivery.properties
         reply_to = props.reply_to
-        if not (reply_to and reply_to.startswith(DIRECT_REPLY_TO)):
-            return
+        if not reply_to or printable(reply_to) != reply_to:
+            return  # none, or octets no queue can be named by
         error = {
             "error_type": str(headers[ERROR_TYPE]),
             "message": str(headers[ERROR_MESSAGE]),
