@@ -154,3 +154,25 @@ def test_bad_input_exits_2_and_sends_nothing(target: Target) -> None:
     sending.join(30)
     assert outcome[0].exit_code == 1, outcome[0].output
     assert "RequestTimeoutError" in outcome[0].stderr
+
+
+def test_request_stream_prints_each_reply_as_a_json_line(
+    target: Target, pool: ConnectionPool
+) -> None:
+    exchange = target.exchange()
+    agent = BaseAgent(pool, "counter", exchange_name=exchange, queue_name=target.queue("c"))
+
+    @agent.handler("count.up")
+    def count(request: pb.QueryRequest) -> Iterator[pb.QueryResponse]:
+        for n in range(int(request.query)):
+            yield pb.QueryResponse(answer=str(n))
+
+    target.start(agent)
+    result = cli(
+        target, "request", "count.up", "--type", "QueryRequest", "--data", '{"query": "3"}',
+        "--exchange", exchange, "--stream", "--timeout", "10",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["reply"]["answer"] for line in lines] == ["0", "1", "2"]
+    assert {line["type"] for line in lines} == {"chimera.v1.QueryResponse"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Annotated, NoReturn
 
 import typer
@@ -45,7 +46,9 @@ reply on RabbitMQ's direct reply-to.
 
 Prints the reply's fields as JSON (indented on a terminal, one line when
 piped or with --json, where it is {"type": ..., "correlation_id": ...,
-"reply": {...}}). Exit 0: a reply came. Exit 1: the agent failed the request
+"reply": {...}}). With --stream, reads a streaming handler's replies as they
+come, one JSON line each, until its last (--timeout bounds the whole stream).
+Exit 0: a reply came. Exit 1: the agent failed the request
 (its error type, message, agent name and correlation id are printed) or no
 reply came within --timeout. Exit 2: bad input (unknown type, malformed
 JSON: nothing is sent), no such exchange, or no queue bound for ROUTING_KEY.
@@ -72,6 +75,29 @@ async def ask(
             await requester.close()
 
 
+async def ask_stream(
+    message: Message,
+    routing_key: str,
+    exchange: str,
+    agent: str,
+    timeout: float,
+    emit: Callable[[Message], None],
+) -> RemoteError | RequestTimeoutError | None:
+    """Read a stream, handing each reply to ``emit`` as it comes; why it ended early, if so."""
+    async with open_broker() as broker:
+        if not await broker.exchange_exists(exchange):
+            raise TopologyError(f"exchange {exchange!r} does not exist; check --exchange")
+        requester = AsyncEventPublisher(broker.pool, agent, exchange)
+        try:
+            async for reply in requester.stream(message, routing_key, timeout):
+                emit(reply)
+        except (RemoteError, RequestTimeoutError) as exc:
+            return exc
+        finally:
+            await requester.close()
+    return None
+
+
 def request(
     routing_key: Annotated[str, typer.Argument(help="e.g. weather.request")],
     type_name_: Annotated[
@@ -85,6 +111,9 @@ def request(
     ] = 10.0,
     exchange: ExchangeOption = DEFAULT_EXCHANGE,
     agent: Annotated[str, typer.Option("--agent", help="Sent as app_id.")] = "chimera-bus",
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Read a stream of replies, one JSON line each.")
+    ] = False,
     as_json: JsonOption = False,
     url: UrlOption = None,
     imports: ImportOption = None,
@@ -102,6 +131,23 @@ def request(
         fail_with(exc)
     metadata = getattr(message, "metadata", None)
     correlation_id = metadata.correlation_id if metadata is not None else None
+    if stream:
+        out = Output(as_json)
+        ended = run(
+            ask_stream(
+                message,
+                routing_key,
+                exchange,
+                agent,
+                timeout,
+                lambda reply: out.record({"type": type_name(reply), "reply": to_dict(reply)}),
+            )
+        )
+        if isinstance(ended, RemoteError):
+            _remote_failure(ended, as_json)
+        if isinstance(ended, RequestTimeoutError):
+            fail(f"RequestTimeoutError: {ended}", EXIT_PROBLEM)
+        return
     reply = run(ask(message, routing_key, exchange, agent, timeout))
     if isinstance(reply, RemoteError):
         _remote_failure(reply, as_json)
