@@ -6,6 +6,7 @@ The synchronous classes the spec names live here; their asyncio twins are in
 
 from messaging.agent import BaseAgent
 from messaging.aio import hooks as _hooks
+from messaging.aio import pool_hooks as _pool_hooks
 from messaging.aio.envelope import Envelope, Outgoing
 from messaging.aio.middleware import Middleware
 from messaging.aio.pool import PoolHealth
@@ -43,6 +44,7 @@ from messaging.idempotency import Deduplicator, Idempotent, idempotent
 from messaging.metadata import MessageBuilder, create_metadata
 from messaging.ops import health as _health
 from messaging.publisher import EventPublisher
+from messaging.recorder import attach_if_enabled as _attach_recorder
 from messaging.stores import RedisContextStore, RedisDeduplicator
 from messaging.subscriber import EventSubscriber
 from messaging.transport import ChannelManager, ConnectionHealth
@@ -50,6 +52,8 @@ from messaging.transport import ChannelManager, ConnectionHealth
 # Operations watch the core from above: a subscriber that starts consuming
 # serves the health endpoint when MONITORING__HTTP_PORT is set.
 _hooks.on_subscriber_started(_health.serve_and_watch)
+# Every pool records to the flight recorder's stream when RECORDER__ENABLED=true.
+_pool_hooks.on_pool_created(_attach_recorder)
 
 __all__ = [
     "AuthenticationFailedError",

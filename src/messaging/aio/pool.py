@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from messaging.aio import pool_hooks
 from messaging.aio.middleware import Middleware, check
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, load_config
@@ -46,6 +47,7 @@ class AsyncConnectionPool:
         self.closed = False
         self.middlewares: tuple[Middleware, ...] = ()
         POOLS.track(self)
+        pool_hooks.pool_created(self)  # the flight recorder, when RECORDER__ENABLED
 
     def use(self, middleware: Middleware) -> Middleware:
         """Run ``middleware`` for every publisher and subscriber of this pool, before their own.
