@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from messaging.config import RabbitMQConfig
-from messaging.errors import ConfigurationError
 from messaging.transport.stream_message import Offset, StreamMessage
 
 
@@ -29,7 +28,9 @@ def read_stream(
     Raises :class:`~messaging.errors.TopologyMissingError` when the stream does not exist.
     """
     if config.memory_broker is not None:
-        raise ConfigurationError("the in-process broker has no stream queues yet")
+        from messaging.transport.memory.stream import read_memory_stream
+
+        return read_memory_stream(config, stream, offset, idle=idle, prefetch=prefetch)
     from messaging.transport.amqp.stream import read_amqp_stream
 
     return read_amqp_stream(config, stream, offset, idle=idle, prefetch=prefetch)
