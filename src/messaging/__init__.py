@@ -45,6 +45,7 @@ from messaging.metadata import MessageBuilder, create_metadata
 from messaging.ops import health as _health
 from messaging.publisher import EventPublisher
 from messaging.recorder import attach_if_enabled as _attach_recorder
+from messaging.recorder import close_recorders as _close_recorders
 from messaging.stores import RedisContextStore, RedisDeduplicator
 from messaging.subscriber import EventSubscriber
 from messaging.transport import ChannelManager, ConnectionHealth
@@ -54,6 +55,7 @@ from messaging.transport import ChannelManager, ConnectionHealth
 _hooks.on_subscriber_started(_health.serve_and_watch)
 # Every pool records to the flight recorder's stream when RECORDER__ENABLED=true.
 _pool_hooks.on_pool_created(_attach_recorder)
+_pool_hooks.on_pool_closing(_close_recorders)
 
 __all__ = [
     "AuthenticationFailedError",

@@ -69,6 +69,7 @@ class AsyncConnectionPool:
         )
 
     async def close(self) -> None:
+        await pool_hooks.pool_closing(self)  # the flight recorder writes what it holds
         self.closed = True
         for connection in (self.publishing, self.consuming):
             await connection.close()

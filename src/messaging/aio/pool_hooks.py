@@ -1,4 +1,4 @@
-"""A hook called with every new connection pool: how the flight recorder attaches itself.
+"""Hooks called with every new connection pool, and as one closes: the flight recorder's.
 
 Apart from :mod:`messaging.aio.hooks` because the pool itself calls it (that
 module names the pool's class for its own hooks).
@@ -6,7 +6,7 @@ module names the pool's class for its own hooks).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from messaging.aio.middleware import Middleware
@@ -46,3 +46,21 @@ def remove_pool_created(hook: PoolCreated) -> None:
 def pool_created(pool: NewPool) -> None:
     for hook in tuple(_created):
         hook(pool)
+
+
+PoolClosing = Callable[[NewPool], Awaitable[None]]
+"""Awaited on the pool's loop when it starts closing, while its connections are still open."""
+
+_closing: list[PoolClosing] = []
+
+
+def on_pool_closing(hook: PoolClosing) -> PoolClosing:
+    """Await ``hook`` whenever a pool closes (registering twice is once)."""
+    if hook not in _closing:
+        _closing.append(hook)
+    return hook
+
+
+async def pool_closing(pool: NewPool) -> None:
+    for hook in tuple(_closing):
+        await hook(pool)

@@ -23,12 +23,20 @@ def attach_if_enabled(pool: NewPool) -> None:
     pool.use(FlightRecorder(pool, settings))
 
 
+async def close_recorders(pool: NewPool) -> None:
+    """Before ``pool`` closes: its recorders write what they hold (bounded) and stop."""
+    for middleware in pool.middlewares:
+        if isinstance(middleware, FlightRecorder):
+            await middleware.close(timeout=2.0)
+
+
 __all__ = [
     "Decoded",
     "FlightRecorder",
     "Record",
     "RecorderSettings",
     "attach_if_enabled",
+    "close_recorders",
     "decode",
     "encode",
     "load_recorder_settings",

@@ -57,6 +57,8 @@ class FlightRecorder(Middleware):
     def __init__(self, pool: _Pool, settings: RecorderSettings | None = None) -> None:
         self.settings = settings if settings is not None else load_recorder_settings()
         self._connection = pool.publishing
+        # The sync pool wraps the async one, which knows when it is closed.
+        self._core = getattr(pool, "aio", pool)
         self._buffer = Buffer(self.settings.buffer)
         self._writer: Writer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -156,10 +158,15 @@ class FlightRecorder(Middleware):
             loop.call_soon_threadsafe(self._begin)
 
     def _begin(self) -> None:
-        writer = self._writer = Writer(self._buffer, self._connection, self.settings)
+        writer = self._writer = Writer(
+            self._buffer, self._connection, self.settings, self._pool_closed
+        )
         self._task = asyncio.get_running_loop().create_task(
             writer.run(), name="chimera-flight-recorder"
         )
+
+    def _pool_closed(self) -> bool:
+        return bool(getattr(self._core, "closed", False))
 
     async def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything recorded so far was written (or counted as lost)."""

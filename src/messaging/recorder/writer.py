@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from messaging.recorder.buffer import WRITTEN, Buffer
@@ -30,7 +31,16 @@ def stream_topology(settings: RecorderSettings) -> Topology:
 class Writer:
     """The background task that empties a :class:`Buffer` into the stream."""
 
-    def __init__(self, buffer: Buffer, connection: Connection, settings: RecorderSettings) -> None:
+    def __init__(
+        self,
+        buffer: Buffer,
+        connection: Connection,
+        settings: RecorderSettings,
+        pool_closed: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """``pool_closed``: True once the pool is closed; the writer then writes what it
+        holds and stops (a recorder attached by ``RECORDER__ENABLED`` has no other owner)."""
+        self._pool_closed = pool_closed
         self._buffer = buffer
         self._connection = connection
         self._settings = settings
@@ -51,9 +61,10 @@ class Writer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), settings.flush_interval)
                 self._wake.clear()
+                closing = self._closing or self._pool_closed()
                 while batch := self._buffer.take(settings.batch):
                     await self._write(batch)
-                if self._closing:
+                if closing:
                     return
         finally:
             await self._drop_channel()
