@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from messaging.cli import asyncapi, dlq, proto, queue, status, tail, top
+from messaging.cli import asyncapi, dlq, proto, queue, status, tail, top, trace
 from messaging.cli import publish as publish_cmd
 from messaging.cli import run as run_cmd
 from messaging.cli._broker import choose_url, configure_logging
@@ -40,6 +40,7 @@ def _options(
 app.command("status", help=status.HELP)(status.status)
 app.command("tail", help=tail.HELP)(tail.tail)
 app.command("top", help=top.HELP)(top.top)
+app.command("trace", help=trace.HELP)(trace.trace)
 app.command("publish", help=publish_cmd.HELP)(publish_cmd.publish)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(queue.app, name="queue")
