@@ -179,6 +179,10 @@ class FlightRecorder(Middleware):
                 writer.wake()
             await asyncio.sleep(0.01)
 
+    def wait_written(self, timeout: float = 10.0) -> None:
+        """:meth:`flush` for the sync API: block until what was recorded so far is written."""
+        Portal.get().call(self.flush(timeout))
+
     async def close(self, timeout: float = 5.0) -> None:
         """Write what is buffered (within ``timeout``) and stop the writer."""
         task, writer = self._task, self._writer
