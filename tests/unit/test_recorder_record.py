@@ -113,3 +113,31 @@ def test_settings_come_from_recorder_variables(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("RECORDER__BUFFER", "-1")
     with pytest.raises(ConfigurationError, match="RECORDER__BUFFER"):
         load_recorder_settings()
+
+
+def test_the_fast_encoder_writes_what_to_json_says() -> None:
+    record = Record(
+        kind="handle",
+        ts=1796401621.935216,
+        agent='q\u00e9ry "agent"\n',
+        instance="vm:1",
+        correlation_id="c\x1b[2J",
+        message_id="m",
+        cause_id="c0",
+        exchange="chimera.events",
+        routing_key="query.request",
+        type="chimera.v1.QueryRequest",
+        reply_to="amq.rabbitmq.reply-to",
+        outcome="error",
+        duration_ms=1.5,
+        attempt=2,
+        error_type="builtins.KeyError",
+        error="'ZEC' \u202e",
+        body="AAEC",
+        body_truncated=False,
+        headers={"x-tenant": "acme", "n": 3},
+    )
+    body = encode([record, Record(kind="publish", ts=2, agent="a")])
+    first, second = body.decode("ascii").splitlines()
+    assert json.loads(first) == record.to_json()
+    assert json.loads(second) == {"v": 1, "kind": "publish", "ts": 2.0, "agent": "a"}

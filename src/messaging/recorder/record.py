@@ -43,6 +43,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 
 VERSION = 1
@@ -139,11 +140,54 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 def encode(records: Iterable[Record]) -> bytes:
-    """Records as one JSON-lines body."""
-    return b"".join(
-        json.dumps(r.to_json(), separators=(",", ":"), default=str).encode() + b"\n"
-        for r in records
-    )
+    """Records as one JSON-lines body (ASCII: every other character escaped)."""
+    return "".join(_line(r) for r in records).encode("ascii")
+
+
+_HEADERS = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
+def _line(r: Record) -> str:
+    """One record as a JSON line, as :meth:`Record.to_json` would dump it.
+
+    Spelled out field by field: the writer encodes every record the bus
+    handles, and this is a third cheaper than ``json.dumps(r.to_json())``.
+    """
+    s = _string
+    out = '{"v":1,"kind":' + s(r.kind) + ',"ts":' + repr(float(r.ts)) + ',"agent":' + s(r.agent)
+    if r.instance:
+        out += ',"instance":' + s(r.instance)
+    if r.correlation_id:
+        out += ',"correlation_id":' + s(r.correlation_id)
+    if r.message_id:
+        out += ',"message_id":' + s(r.message_id)
+    if r.cause_id:
+        out += ',"cause_id":' + s(r.cause_id)
+    if r.exchange:
+        out += ',"exchange":' + s(r.exchange)
+    if r.routing_key:
+        out += ',"routing_key":' + s(r.routing_key)
+    if r.type:
+        out += ',"type":' + s(r.type)
+    if r.reply_to:
+        out += ',"reply_to":' + s(r.reply_to)
+    if r.outcome:
+        out += ',"outcome":' + s(r.outcome)
+    if r.duration_ms is not None:
+        out += ',"duration_ms":' + repr(float(r.duration_ms))
+    if r.attempt is not None:
+        out += ',"attempt":' + str(int(r.attempt))
+    if r.error_type:
+        out += ',"error_type":' + s(r.error_type)
+    if r.error:
+        out += ',"error":' + s(r.error)
+    if r.body:
+        out += ',"body":' + s(r.body)
+    if r.body_truncated is not None:
+        out += ',"body_truncated":' + ("true" if r.body_truncated else "false")
+    if r.headers is not None:
+        out += ',"headers":' + _HEADERS.encode(r.headers)
+    return out + "}\n"
 
 
 @dataclass(frozen=True, slots=True)
