@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging import ConnectionPool, EventPublisher, EventSubscriber
 from messaging._portal import Portal
+from messaging.aio import AsyncBaseAgent, AsyncConnectionPool
 from messaging.errors import TopologyMissingError
 from messaging.generated import messages_pb2 as pb
 from messaging.recorder import FlightRecorder, Record, RecorderSettings
@@ -65,3 +67,48 @@ def test_handled_and_failed_deliveries_are_recorded_alike(target: Target) -> Non
         target.stop(agent)
         Portal.get().call(recorder.close())
         pool.close()
+
+
+class AsyncUpper(AsyncBaseAgent):
+    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
+        return {"upper.request": pb.QueryRequest}
+
+    async def route_message(
+        self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
+    ) -> None:
+        assert isinstance(message, pb.QueryRequest)
+        reply = pb.QueryResponse(answer=message.query.upper())
+        await self.publish_response(reply, "upper.response", properties["correlation_id"])
+
+
+def test_the_asyncio_api_is_recorded_and_written_when_the_pool_closes(target: Target) -> None:
+    stream, exchange = target.queue("recorder"), target.exchange()
+    queue = target.queue("upper")
+
+    async def main() -> None:
+        pool = AsyncConnectionPool(target.config)
+        pool.use(FlightRecorder(pool, RecorderSettings(stream=stream, flush_interval=5.0)))
+        upper = AsyncUpper(pool, "upper", ["upper.request"], exchange, queue)
+        await upper.start()
+        caller = AsyncBaseAgent(pool, "caller", [], exchange)
+        try:
+            reply = await caller.request(pb.QueryRequest(query="hi"), "upper.request", timeout=10)
+            assert isinstance(reply, pb.QueryResponse)
+        finally:
+            await caller.stop()
+            await upper.stop()
+            await pool.close()  # well within the 5 s interval: closing writes the buffer
+
+    asyncio.run(main())
+    # Written as they end (a handle record after what its handler sent); read in time order.
+    recorded = sorted(
+        asyncio.run(read_records(target.config, stream, idle=0.3)).records, key=lambda r: r.ts
+    )
+    kinds = [(r.kind, r.agent) for r in recorded]
+    assert kinds == [("publish", "caller"), ("handle", "upper"), ("publish", "upper")]
+    request, handled, reply = recorded
+    assert request.reply_to is not None
+    assert handled.message_id == request.message_id
+    assert handled.outcome == "ok"
+    assert reply.cause_id == request.message_id  # the context var crossed the await
+    assert reply.correlation_id == request.correlation_id
