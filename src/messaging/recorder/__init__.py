@@ -7,10 +7,14 @@ Off unless asked for: ``RECORDER__ENABLED=true`` (every pool records), or
 
 from __future__ import annotations
 
+import logging
+
 from messaging.aio.pool_hooks import NewPool
 from messaging.recorder.record import Decoded, Record, decode, encode
 from messaging.recorder.recorder import FlightRecorder
 from messaging.recorder.settings import RecorderSettings, load_recorder_settings
+
+log = logging.getLogger("messaging.recorder")
 
 
 def attach_if_enabled(pool: NewPool) -> None:
@@ -27,7 +31,10 @@ async def close_recorders(pool: NewPool) -> None:
     """Before ``pool`` closes: its recorders write what they hold (bounded) and stop."""
     for middleware in pool.middlewares:
         if isinstance(middleware, FlightRecorder):
-            await middleware.close(timeout=2.0)
+            try:
+                await middleware.close(timeout=2.0)
+            except Exception:  # recording must never stop a pool from closing
+                log.exception("flight recorder: could not write its last records")
 
 
 __all__ = [

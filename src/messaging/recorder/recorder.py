@@ -186,8 +186,10 @@ class FlightRecorder(Middleware):
     async def close(self, timeout: float = 5.0) -> None:
         """Write what is buffered (within ``timeout``) and stop the writer."""
         task, writer = self._task, self._writer
-        if task is None or writer is None:
+        if task is None or writer is None or task.done():
             return
+        if task.get_loop() is not asyncio.get_running_loop():
+            return  # its writer runs on another loop: it stops there, once its pool is closed
         await writer.close(task, timeout)
 
     @property
