@@ -62,12 +62,8 @@ def worker(impl_name: str, work: str, messages: int, on_thread: bool = False) ->
     """Child process: do one work row with one implementation, print a JSON Sample."""
     load_all()
     impl: Impl = REGISTRY[work][impl_name]
-    if impl.raw:
-        # Importing the bus (load_all) gives every aiormq connection in this
-        # process the bus's frame reader; a raw client row measures aiormq's own.
-        from messaging.transport.amqp import frame_reader
-
-        frame_reader.uninstall()
+    # Importing the bus (load_all) leaves aiormq and pamqp as they are: a raw
+    # client row measures aiormq's own reader, the bus's rows the bus's.
     row = ROWS[work]
     ctx = make_context(work, impl_name, messages, row.prefetch, row.deadline_s)
     try:

@@ -8,12 +8,15 @@ from messaging.agent import BaseAgent
 from messaging.aio import hooks as _hooks
 from messaging.aio import pool_hooks as _pool_hooks
 from messaging.aio.envelope import Envelope, Outgoing
+from messaging.aio.handlers import RequestContext
 from messaging.aio.middleware import Middleware
 from messaging.aio.pool import PoolHealth
+from messaging.aio.rpc import Answer, Gathered
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, Settings, load_config
 from messaging.connection import ConnectionPool
 from messaging.context import ContextStore, InMemoryContextStore
+from messaging.discovery import hooks as _discovery
 from messaging.errors import (
     AuthenticationFailedError,
     BrokerRefusedError,
@@ -48,16 +51,27 @@ from messaging.recorder import attach_if_enabled as _attach_recorder
 from messaging.recorder import close_recorders as _close_recorders
 from messaging.stores import RedisContextStore, RedisDeduplicator
 from messaging.subscriber import EventSubscriber
-from messaging.transport import ChannelManager, ConnectionHealth
+from messaging.transport import (
+    AmqpTransport,
+    ChannelManager,
+    ConnectionHealth,
+    MemoryTransport,
+    Transport,
+)
 
 # Operations watch the core from above: a subscriber that starts consuming
 # serves the health endpoint when MONITORING__HTTP_PORT is set.
 _hooks.on_subscriber_started(_health.serve_and_watch)
+# ... and announces itself on the discovery exchange when DISCOVERY__ENABLED is true.
+_hooks.on_subscriber_started(_discovery.announce)
+_hooks.on_subscriber_stopping(_discovery.withdraw)
 # Every pool records to the flight recorder's stream when RECORDER__ENABLED=true.
 _pool_hooks.on_pool_created(_attach_recorder)
 _pool_hooks.on_pool_closing(_close_recorders)
 
 __all__ = [
+    "AmqpTransport",
+    "Answer",
     "AuthenticationFailedError",
     "BaseAgent",
     "BrokerRefusedError",
@@ -74,9 +88,11 @@ __all__ = [
     "Envelope",
     "EventPublisher",
     "EventSubscriber",
+    "Gathered",
     "Idempotent",
     "InMemoryContextStore",
     "InvalidMessageError",
+    "MemoryTransport",
     "MessageBuilder",
     "MessagingError",
     "Middleware",
@@ -91,6 +107,7 @@ __all__ = [
     "RedisDeduplicator",
     "RejectedMessageError",
     "RemoteError",
+    "RequestContext",
     "RequestTimeoutError",
     "RetryPolicy",
     "Settings",
@@ -99,6 +116,7 @@ __all__ = [
     "TopologyError",
     "TopologyMismatchError",
     "TopologyMissingError",
+    "Transport",
     "UnknownRoutingKeyError",
     "UnroutableMessageError",
     "VirtualHostError",

@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
@@ -92,6 +92,18 @@ class Portal:
         self._hand_over(waiter.start)
         return waiter.wait(timeout)
 
+    def iterate(self, replies: AsyncGenerator[T, None]) -> Iterator[T]:
+        """An async generator as a plain iterator: each item is awaited on the loop. Closed
+        on the loop when the caller stops early (a ``for`` loop left with ``break``)."""
+        try:
+            while True:
+                try:
+                    yield self.call(_next(replies))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self.call(replies.aclose())
+
     def _hand_over(self, start: Callable[[], None]) -> None:
         self._incoming.append(start)
         with self._incoming_lock:
@@ -106,6 +118,10 @@ class Portal:
         incoming = self._incoming
         while incoming:
             incoming.popleft()()
+
+
+async def _next(replies: AsyncGenerator[T, None]) -> T:
+    return await anext(replies)
 
 
 def _task_for(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar, Unpack, cast
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any, Unpack, cast
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
-from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentCore, require_handler
-from messaging.aio.failures import Republisher
-from messaging.aio.middleware import Middleware
-from messaging.aio.options import AgentKeywords, PublishOptions, SubscriberKeywords
-from messaging.aio.publisher import DEFAULT_EXCHANGE
+from messaging.aio.agent import DEFAULT_CONTEXT_TTL, AgentFace, require_handler
+from messaging.aio.control import Conversation
+from messaging.aio.options import AgentKeywords, PublishOptions
+from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
 from messaging.connection import ConnectionPool
 from messaging.context import Context, ContextStore
 from messaging.ops import tracing
+from messaging.publisher import SyncAsking
 from messaging.subscriber import EventSubscriber
 
 
-class BaseAgent(EventSubscriber):
+class BaseAgent(SyncAsking, AgentFace, EventSubscriber):
     """A subscriber that also publishes, with correlation tracking.
 
     Subclasses map routing keys (or patterns) to message classes in
@@ -43,13 +43,11 @@ class BaseAgent(EventSubscriber):
     ``publish(..., mandatory=...)``); retries and dead-letter moves stay mandatory.
     """
 
-    _send_only_allowed: ClassVar[bool] = True
-
     def __init__(
         self,
         connection_pool: ConnectionPool,
         agent_name: str,
-        routing_keys: Sequence[str],
+        routing_keys: Sequence[str] = (),
         exchange_name: str = DEFAULT_EXCHANGE,
         queue_name: str | None = None,
         prefetch_count: int = 1,
@@ -58,17 +56,8 @@ class BaseAgent(EventSubscriber):
         context_ttl: float = DEFAULT_CONTEXT_TTL,
         **options: Unpack[AgentKeywords],
     ) -> None:
-        mandatory = options.pop("mandatory", True)  # its publisher's; the rest: the subscriber's
-        self.agent = AgentCore(
-            connection_pool.aio,
-            agent_name,
-            exchange_name,
-            self.get_routing_key_map,
-            context_store,
-            context_ttl,
-            options.get("declare", True),
-            mandatory,
-            options.get("middlewares", ()),
+        subscriber_options = self._make_core(
+            connection_pool.aio, agent_name, exchange_name, context_store, context_ttl, options
         )
         super().__init__(
             connection_pool=connection_pool,
@@ -77,53 +66,38 @@ class BaseAgent(EventSubscriber):
             queue_name=queue_name,
             routing_keys=routing_keys,
             prefetch_count=prefetch_count,
-            **cast(SubscriberKeywords, options),
+            **subscriber_options,
         )
         self._portal = Portal.get()
         require_handler(self, BaseAgent, routing_keys)
-
-    @property
-    def send_only(self) -> bool:
-        """True when built with ``routing_keys=[]``: publishes, never consumes."""
-        return self.consumer.send_only
-
-    def use(self, middleware: Middleware) -> Middleware:
-        """Run ``middleware`` around every message this agent handles and sends."""
-        self.agent.publisher.use(super().use(middleware))
-        return middleware
-
-    def _failure_publisher(self) -> Republisher | None:
-        # Failed messages are moved on the agent's own publisher: one per agent.
-        return self.agent.publisher
-
-    def get_routing_key_map(self) -> dict[str, type[ProtoMessage]]:
-        """Routing key (or pattern) -> the protobuf class arriving with it.
-
-        Every agent that consumes defines it; a send-only agent need not.
-        """
-        return {}
-
-    def get_publish_map(self) -> dict[str, type[ProtoMessage]]:
-        """Routing key -> the protobuf class this agent publishes with it (optional).
-
-        Nothing at run time depends on it: it documents what the agent sends, for
-        :mod:`messaging.asyncapi` (``chimera-bus asyncapi``), as
-        :meth:`get_routing_key_map` documents what it receives.
-        """
-        return {}
 
     def route_message(
         self, message: ProtoMessage, routing_key: str, properties: dict[str, Any]
     ) -> None:
         """Handle one message; the message is acked when it returns. Raise to retry or
-        dead-letter it. Every agent that consumes defines it."""
-        raise NotImplementedError(f"{type(self).__name__} does not define route_message")
-
-    def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
-        cls = self.agent.message_class(routing_key)
-        if cls is None:
-            raise KeyError(routing_key)
-        return cls
+        dead-letter it. By default: the typed handler for ``routing_key``."""
+        handler = self.agent.typed_handler(routing_key)
+        context = self.agent.context_for(message, properties)
+        conversation = self.agent.converse(handler, context, properties)
+        try:
+            reply = handler.call(message, context)
+            if handler.streams:
+                self._stream(reply, conversation, properties)
+                return
+        finally:
+            if conversation is not None:
+                self.agent.control.forget(conversation)
+        if conversation is not None and conversation.cancelled:
+            self._count_cancelled(conversation)
+            return
+        if reply is None:
+            return
+        reply_key = self._reply_key(handler, properties)
+        correlation_id = properties.get("correlation_id") or ""
+        if properties.get("reply_to"):
+            self.publish_response(reply, routing_key, correlation_id)
+        elif reply_key is not None:
+            self.publish(reply, reply_key, correlation_id=correlation_id or None)
 
     def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
         token = self.agent.enter(properties)
@@ -131,6 +105,37 @@ class BaseAgent(EventSubscriber):
             self.route_message(message, properties["routing_key"], properties)
         finally:
             self.agent.leave(token)
+
+    def _stream(
+        self,
+        items: Iterator[ProtoMessage],
+        conversation: Conversation | None,
+        properties: dict[str, Any],
+    ) -> None:
+        """Send what a streaming handler yields, never more than the caller's window ahead."""
+        publisher, control, send = self.agent.publisher, self.agent.control, self._portal.call
+        try:
+            if conversation is None or not conversation.window:
+                # A caller that asked for one reply (request()): the first is the reply.
+                first = next(items, None)
+                if first is not None and properties.get("reply_to"):
+                    self.publish_response(first, "", properties["correlation_id"])
+                return
+            try:
+                while conversation.take_credit(conversation.context.time_left()):
+                    item = next(items, None)
+                    if item is None:
+                        send(publisher.send_reply(control.end_of(conversation)))
+                        return
+                    send(publisher.send_reply(self.agent.stream_item(conversation, item)))
+                    conversation.sent += 1
+            except Exception as exc:
+                send(publisher.send_reply(control.error_of(conversation, exc)))
+                raise self._stream_failed(conversation, exc) from exc
+            if conversation.cancelled:
+                self._count_cancelled(conversation)
+        finally:
+            cast(Generator[ProtoMessage, None, None], items).close()
 
     def publish(
         self, message: ProtoMessage, routing_key: str, **options: Unpack[PublishOptions]
@@ -176,11 +181,9 @@ class BaseAgent(EventSubscriber):
             )
         )
 
-    def request(
-        self, message: ProtoMessage, routing_key: str, timeout: float = 30.0
-    ) -> ProtoMessage:
-        """Send a request and block for its reply; raises RequestTimeoutError."""
-        return self._portal.call(tracing.carry(self.agent.request(message, routing_key, timeout)))
+    @property
+    def _asker(self) -> AsyncEventPublisher:
+        return self.agent.publisher
 
     def close(self) -> None:
         """Release the agent's publishing channel (start_consuming's own channel closes on stop)."""

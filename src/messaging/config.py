@@ -461,6 +461,34 @@ class MonitoringConfig(_Checked):
         return level
 
 
+class DiscoveryConfig(_Checked):
+    """Agents announcing themselves on the broker (``DISCOVERY__*``). Immutable.
+
+    :mod:`messaging.discovery` says what is announced, where, and why it is off
+    by default.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(
+        default=False,
+        description="DISCOVERY__ENABLED: every subscriber and agent announces itself.",
+    )
+    interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="DISCOVERY__INTERVAL: seconds between heartbeats; a listener forgets an "
+        "instance after 3 intervals without one.",
+    )
+    exchange: str = Field(
+        default="chimera.discovery",
+        min_length=1,
+        description="DISCOVERY__EXCHANGE: the topic exchange announcements travel on "
+        "(durable, shared by every agent of the vhost).",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the bus reads from the environment."""
 
@@ -471,6 +499,7 @@ class Settings(BaseSettings):
     rabbitmq: RabbitMQConfig = RabbitMQConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     store: StoreConfig = StoreConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
 
 def load_config() -> Settings:

@@ -8,7 +8,7 @@ from messaging._portal import Portal
 from messaging.aio.middleware import Middleware
 from messaging.aio.pool import AsyncConnectionPool, PoolHealth
 from messaging.config import RabbitMQConfig
-from messaging.transport import Connection
+from messaging.transport import Connection, Transport
 
 
 class ConnectionPool:
@@ -19,6 +19,10 @@ class ConnectionPool:
     ``max_retries`` times with delays growing from ``initial_retry_delay`` to at
     most ``max_retry_delay`` (jittered) before :class:`ConnectionFailedError`.
     After a drop, reconnecting goes on in the background.
+
+    ``transport`` (keyword only) picks the broker instead of the config's URL:
+    ``MemoryTransport(broker)`` for the in-process broker, ``AmqpTransport()``
+    for RabbitMQ (see :class:`~messaging.aio.AsyncConnectionPool`).
     """
 
     def __init__(
@@ -27,8 +31,12 @@ class ConnectionPool:
         max_retries: int = 5,
         initial_retry_delay: float = 1.0,
         max_retry_delay: float = 60.0,
+        *,
+        transport: Transport | None = None,
     ) -> None:
-        self.aio = AsyncConnectionPool(config, max_retries, initial_retry_delay, max_retry_delay)
+        self.aio = AsyncConnectionPool(
+            config, max_retries, initial_retry_delay, max_retry_delay, transport=transport
+        )
         self._portal = Portal.get()
 
     @property

@@ -19,6 +19,7 @@
     │   └── UnknownRoutingKeyError    no message class for the routing key that arrived
     ├── PoisonMessageError            redelivered too often without an ack (it kills its consumer)
     ├── RejectedMessageError          a handler or middleware refuses a message: DLQ, no retries
+    │   └── StreamFailedError         a streaming handler raised (its caller was told at once)
     ├── RequestTimeoutError           no reply to a request within its timeout
     ├── RemoteError                   the agent answering a request gave up on it (handler failed)
     ├── ShutdownTimeoutError          handlers still running at the shutdown deadline
@@ -189,6 +190,11 @@ class RejectedMessageError(MessagingError):
     For a message that can never succeed (it fails an authorisation check, it
     breaks a business rule); the DLQ copy carries the error's text.
     """
+
+
+class StreamFailedError(RejectedMessageError):
+    """A streaming handler raised: its caller got the error as the stream's last reply, and
+    the request is dead-lettered at once (a retry would send its replies again)."""
 
 
 class RequestTimeoutError(MessagingError, TimeoutError):

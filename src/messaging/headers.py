@@ -47,3 +47,41 @@ def without_bus_headers(headers: Mapping[Any, Any]) -> dict[Any, Any]:
         for key, value in headers.items()
         if not (isinstance(key, str) and key.startswith(PREFIX))
     }
+
+
+# -- conversations (requests, streams, cancellation) -----------------------------------
+#
+# Set by callers and responders on requests, replies and control messages, so not
+# under PREFIX (which the bus strips from what senders publish). Who may believe
+# them is said at each: a reply is believed by the caller that made the request
+# (it arrives on that caller's own direct reply-to address); a control message by
+# the responder only when its ``reply_to`` is the very address the request came from.
+
+DEADLINE = "x-conversation-deadline"
+"""On a request: when its caller stops waiting, in milliseconds since the epoch (an int).
+
+A responder does not start handling a request past its deadline (it acks it and
+counts it as expired), and a request made while handling it inherits the time left.
+"""
+
+STREAM = "x-conversation-stream"
+"""On a request: the caller reads a stream, and this many replies may be unread at once
+(the window, an int). On a reply of a stream: ``"item"``, or ``"end"`` on the last one
+(no body; an error ends a stream as an :data:`ERROR_REPLY`)."""
+
+CONTROL = "x-conversation-control"
+"""On a reply: the queue (on the default exchange) that reaches the responder's instance,
+for :data:`CANCEL` and :data:`CREDIT` messages."""
+
+CREDIT = "x-conversation-credit"
+"""On a :data:`CREDIT_TYPE` control message: how many more replies the responder may send."""
+
+CANCEL_TYPE = "chimera.cancel"
+"""The AMQP ``type`` of a control message saying the caller gave up on the request with
+its ``correlation_id``."""
+
+CREDIT_TYPE = "chimera.credit"
+"""The AMQP ``type`` of a control message granting a stream :data:`CREDIT`."""
+
+STREAM_ITEM = "item"
+STREAM_END = "end"

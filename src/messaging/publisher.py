@@ -3,20 +3,100 @@
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal
+from messaging.aio.deadline import inherited_timeout
 from messaging.aio.middleware import Middleware
 from messaging.aio.options import MessageOptions, PublishOptions
 from messaging.aio.publisher import DEFAULT_EXCHANGE, AsyncEventPublisher
+from messaging.aio.rpc import Gathered, Reply
 from messaging.connection import ConnectionPool
 from messaging.ops import tracing
 
 
-class EventPublisher:
+class SyncAsking:
+    """``request``, ``stream`` and ``gather`` for the sync faces that ask through an
+    :class:`~messaging.aio.AsyncEventPublisher` (:class:`EventPublisher`,
+    :class:`~messaging.BaseAgent`): written once, each a hop to the IO thread."""
+
+    _portal: Portal
+
+    @property
+    def _asker(self) -> AsyncEventPublisher:
+        raise NotImplementedError
+
+    def request(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 30.0,
+        *,
+        response_type: type[Reply] | None = None,
+    ) -> Reply:
+        """Send a request and block for its reply (``response_type``: the reply's type).
+
+        Raises :class:`~messaging.errors.RemoteError` when the responder gave up on
+        it, :class:`~messaging.errors.RequestTimeoutError` after ``timeout``; see
+        :meth:`messaging.aio.AsyncEventPublisher.request`.
+        """
+        return self._portal.call(
+            tracing.carry(
+                self._asker.request(
+                    message, routing_key, inherited_timeout(timeout), response_type=response_type
+                )
+            )
+        )
+
+    def stream(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 60.0,
+        *,
+        window: int = 16,
+        response_type: type[Reply] | None = None,
+    ) -> Iterator[Reply]:
+        """Iterate a streaming handler's replies as they come (``for reply in ...``);
+        leaving the loop early tells the responder to stop. See
+        :meth:`messaging.aio.AsyncEventPublisher.stream`."""
+        return self._portal.iterate(
+            self._asker.stream(
+                message,
+                routing_key,
+                inherited_timeout(timeout),
+                window=window,
+                response_type=response_type,
+            )
+        )
+
+    def gather(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 5.0,
+        *,
+        max_replies: int | None = None,
+        response_type: type[ProtoMessage] | None = None,
+    ) -> Gathered:
+        """Ask every agent bound to ``routing_key``; see :meth:`AsyncEventPublisher.gather`."""
+        return self._portal.call(
+            tracing.carry(
+                self._asker.gather(
+                    message,
+                    routing_key,
+                    inherited_timeout(timeout),
+                    max_replies=max_replies,
+                    response_type=response_type,
+                )
+            )
+        )
+
+
+class EventPublisher(SyncAsking):
     """Publishes protobuf messages to a topic exchange; see :class:`AsyncEventPublisher`.
 
     ``publish`` blocks until the broker confirms. ``publish_nowait`` returns a
@@ -99,16 +179,9 @@ class EventPublisher:
         )
         return self._portal.call(tracing.carry(publishing))
 
-    def request(
-        self, message: ProtoMessage, routing_key: str, timeout: float = 30.0
-    ) -> ProtoMessage:
-        """Send a request and block for its reply (direct reply-to); thread-safe.
-
-        Raises :class:`~messaging.errors.RequestTimeoutError` after ``timeout``.
-        The request is confirmed, ``mandatory``, transient and expires after
-        ``timeout`` (:mod:`messaging.aio.rpc` says why).
-        """
-        return self._portal.call(tracing.carry(self.aio.request(message, routing_key, timeout)))
+    @property
+    def _asker(self) -> AsyncEventPublisher:
+        return self.aio
 
     def close(self) -> None:
         self._portal.call(self.aio.close())

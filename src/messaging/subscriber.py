@@ -14,22 +14,20 @@ import logging
 import queue
 import signal
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Collection, Coroutine, Sequence
+from abc import abstractmethod
+from collections.abc import Coroutine, Sequence
 from types import FrameType
-from typing import Any, ClassVar, Unpack
+from typing import Any, Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
 from messaging._portal import Portal, Started
 from messaging._shutdown import Watchdog
 from messaging.aio import hooks
-from messaging.aio.consumer import Consumer
-from messaging.aio.failures import Republisher
-from messaging.aio.middleware import Middleware, check
-from messaging.aio.options import SubscriberKeywords, SubscriberOptions
+from messaging.aio.options import SubscriberKeywords
 from messaging.aio.pipeline import Pipeline
 from messaging.aio.publisher import DEFAULT_EXCHANGE
+from messaging.aio.subscriber import SubscriberFace
 from messaging.connection import ConnectionPool
 from messaging.transport import Delivery
 
@@ -38,7 +36,7 @@ log = logging.getLogger("messaging.subscriber")
 _STOP = object()
 
 
-class EventSubscriber(ABC):
+class EventSubscriber(SubscriberFace):
     """Consumes protobuf messages from a durable queue bound to topic patterns.
 
     Subclasses give :meth:`get_message_class` and :meth:`handle_message`. A
@@ -60,9 +58,6 @@ class EventSubscriber(ABC):
     (:func:`messaging.topology.queue_limit_arguments`).
     """
 
-    # Agents may be send-only (routing_keys=[]); a plain subscriber must consume something.
-    _send_only_allowed: ClassVar[bool] = False
-
     def __init__(
         self,
         connection_pool: ConnectionPool,
@@ -74,20 +69,14 @@ class EventSubscriber(ABC):
         **options: Unpack[SubscriberKeywords],
     ) -> None:
         self.connection_pool = connection_pool
-        self.agent_name = agent_name
-        settings = SubscriberOptions.of(
+        self._configure(
+            connection_pool.aio,
             agent_name,
             exchange_name,
             queue_name,
             routing_keys,
             prefetch_count,
             options,
-            send_only_allowed=self._send_only_allowed,
-        )
-        self.shutdown_timeout = settings.shutdown_timeout
-        self.middlewares: tuple[Middleware, ...] = settings.middlewares
-        self.consumer = Consumer(
-            connection_pool.aio, settings, self.get_message_class, self.accepted_types
         )
         self._portal = Portal.get()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()  # deliveries, or _STOP
@@ -99,45 +88,9 @@ class EventSubscriber(ABC):
         self._replies: list[Started[Any]] | None = None
         self._worker: threading.Thread | None = None
 
-    @property
-    def exchange_name(self) -> str:
-        return self.consumer.exchange_name
-
-    @property
-    def queue_name(self) -> str:
-        return self.consumer.queue_name
-
-    @property
-    def routing_keys(self) -> tuple[str, ...]:
-        return self.consumer.routing_keys
-
-    @property
-    def is_consuming(self) -> bool:
-        """True while the consumer is attached to an open channel on the broker."""
-        return self.consumer.is_consuming
-
     def broker_consumer_count(self) -> int:
         """Consumers the broker itself counts on the queue."""
         return self._portal.call(self.consumer.broker_consumer_count())
-
-    def use(self, middleware: Middleware) -> Middleware:
-        """Run ``middleware`` around every message handled here, after the pool's and the
-        ones given before; takes effect when consuming starts."""
-        self.middlewares = (*self.middlewares, check(middleware))
-        return middleware
-
-    @abstractmethod
-    def get_message_class(self, routing_key: str) -> type[ProtoMessage]:
-        """The protobuf class of messages arriving with ``routing_key``."""
-
-    def accepted_types(self, message_class: type[ProtoMessage]) -> Collection[str]:
-        """``type`` property values taken for ``message_class`` besides its own full name.
-
-        A message whose ``type`` is neither is dead-lettered as a
-        :class:`~messaging.errors.DecodeError`. Override to take a compatible
-        message published under another name, e.g. ``["chimera.v2.QueryRequest"]``.
-        """
-        return ()
 
     @abstractmethod
     def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
@@ -168,11 +121,6 @@ class EventSubscriber(ABC):
             finally:
                 self._deadline.finished()
 
-    def _failure_publisher(self) -> Republisher | None:
-        """The publisher failed messages are moved with; None: one of the subscriber's own.
-        Agents pass their own, so that an agent runs one publisher."""
-        return None
-
     async def _start(self) -> None:
         self._pipeline = Pipeline.open(
             self.consumer,
@@ -183,6 +131,7 @@ class EventSubscriber(ABC):
         )
         # _on_delivery only queues: called on the reader, no Task per delivery.
         await self.consumer.start(self._on_delivery, inline=True)
+        await self._on_started()
         hooks.subscriber_started(self.connection_pool.aio, self)  # health endpoint, if asked
 
     def stop(self) -> None:
@@ -243,12 +192,14 @@ class EventSubscriber(ABC):
 
     def _shutdown(self) -> None:
         async def finish() -> None:
+            await hooks.subscriber_stopping(self.connection_pool.aio, self)  # discovery withdraws
             await self.consumer.cancel()
             pipeline, self._pipeline = self._pipeline, None
             if pipeline is not None:
                 await pipeline.drain()
             # Closing the channel hands buffered, unstarted deliveries back to the queue.
             await self.consumer.close()
+            await self._on_stopped()
             if pipeline is not None:
                 await pipeline.close()
 

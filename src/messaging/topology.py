@@ -61,6 +61,12 @@ class Topology:
         )
 
 
+def control_exchange(exchange: str) -> str:
+    """The topic exchange that reaches the agents of ``exchange`` working on a request
+    (cancel, stream credit: :mod:`messaging.aio.control`)."""
+    return f"{exchange}.control"
+
+
 def dlx_name(exchange: str) -> str:
     return f"{exchange}.dlx"
 

@@ -676,7 +676,7 @@ def test_request_times_out_promptly_when_the_responder_is_killed_before_answerin
             ledger.published("stall-0")
             started = time.monotonic()
             pending = pool.submit(
-                caller.request, rpc_request("stall", "stall-0", "corr-stall-0"), RPC_KEY, 2
+                lambda: caller.request(rpc_request("stall", "stall-0", "corr-stall-0"), RPC_KEY, 2)
             )
             first.wait_line("received stall-0", 10)
             ledger.fault("responder SIGKILLed after receiving, before answering")

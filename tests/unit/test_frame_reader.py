@@ -2,9 +2,10 @@
 
 Frames are built with pamqp's encoder (and pika's, for octets another client
 sends); every one must decode to what ``pamqp.frame.unmarshal`` makes of it
-(same class, same attribute values), however the stream is cut into reads,
-and every way a stream can end or break must raise what aiormq's
-``FrameReceiver`` raises on the same octets.
+(same class, same attribute values; for octets pamqp refuses, what the
+lenient walk of :mod:`messaging.transport.amqp.lenient` makes of them),
+however the stream is cut into reads, and every way a stream can end or break
+must raise what aiormq's ``FrameReceiver`` raises on the same octets.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
+import inspect
 import logging
 import random
 import struct
@@ -29,13 +31,14 @@ from pamqp.body import ContentBody
 from pamqp.exceptions import PAMQPException
 from pamqp.header import ContentHeader, ProtocolHeader
 
-import messaging.transport  # noqa: F401  (installs octets and the reader, as the bus does)
-from messaging.transport.amqp import frame_reader
+import messaging.transport  # noqa: F401  (changes nothing of aiormq's: see test_no_patching)
+from messaging.transport.amqp import frame_reader, lenient
 from messaging.transport.amqp.frame_reader import FrameReader, decode_frame
+from messaging.transport.amqp.properties import content_header
 from messaging.wiretext import RawTimestamp, is_foreign, octets_of
 
 BAD = b"\xff\xfe\xc3("  # not UTF-8 in any position
-AIORMQ_READER: Any = frame_reader._aiormq_reader or aiormq.connection.FrameReceiver
+AIORMQ_READER: Any = aiormq.connection.FrameReceiver
 assert AIORMQ_READER is not FrameReader
 
 
@@ -216,7 +219,8 @@ def _attribute(value: Any, name: str) -> tuple[str, type, Any]:
 
 
 def _expected(frames: Iterable[bytes]) -> list[Any]:
-    return [_state(pamqp.frame.unmarshal(frame)) for frame in frames]
+    """What each frame decodes to: pamqp's objects (leniently, for octets pamqp refuses)."""
+    return [_state(lenient.unmarshal(frame)) for frame in frames]
 
 
 # -- feeding readers ---------------------------------------------------------------------------
@@ -288,9 +292,17 @@ def test_seeded_frames_decode_to_what_pamqp_makes_of_them() -> None:
         assert _state((consumed, channel, value)) == _state(pamqp.frame.unmarshal(frame))
 
 
+def test_the_lenient_walk_makes_what_pamqp_makes_of_valid_frames() -> None:
+    rng = random.Random(20261204)
+    for frame in _stream(rng, 600):
+        assert _state(lenient.unmarshal(frame)) == _state(pamqp.frame.unmarshal(frame))
+
+
 def test_hostile_octets_decode_as_the_lenient_decoders_do() -> None:
     for frame in HOSTILE:
-        assert _state(decode_frame(frame, 0, len(frame))) == _state(pamqp.frame.unmarshal(frame))
+        assert _state(decode_frame(frame, 0, len(frame))) == _state(lenient.unmarshal(frame))
+        with pytest.raises(PAMQPException):  # pamqp itself is left strict
+            pamqp.frame.unmarshal(frame)
     _, _, content = decode_frame(HOSTILE[0], 0, len(HOSTILE[0]))
     assert isinstance(content, ContentHeader)
     props = content.properties
@@ -305,8 +317,9 @@ def test_hostile_octets_decode_as_the_lenient_decoders_do() -> None:
     assert isinstance(deliver, commands.Basic.Deliver)
     assert is_foreign(deliver.routing_key)
     # Written back (a dead-letter copy), the sender's octets are what goes out.
-    assert pamqp.frame.marshal(content, 1) == HOSTILE[0]
-    assert pamqp.frame.marshal(deliver, 1) == HOSTILE[3]
+    payload = content_header(content.properties, content.body_size)
+    assert struct.pack(">BHI", 2, 1, len(payload)) + payload + b"\xce" == HOSTILE[0]
+    assert lenient.marshal_method(deliver, 1) == HOSTILE[3]
 
 
 def _outcome(decode: Any, frame: bytes) -> Any:
@@ -318,8 +331,9 @@ def _outcome(decode: Any, frame: bytes) -> Any:
         return type(err), None
 
 
-def test_damaged_frames_decode_or_fail_as_pamqp_does() -> None:
-    """Truncated and mangled payloads: pamqp's result, or the error aiormq makes of pamqp's."""
+def test_damaged_frames_decode_or_fail_as_the_lenient_walk_does() -> None:
+    """Truncated and mangled payloads: the generic walk's result, or the error aiormq makes
+    of it (on damaged octets the lenient codecs and pamqp's own may differ)."""
     rng = random.Random(11)
     good = _stream(rng, 150) + HOSTILE
     checked = 0
@@ -337,12 +351,14 @@ def test_damaged_frames_decode_or_fail_as_pamqp_does() -> None:
                 damaged += rng.randbytes(rng.randrange(1, 5))
             wire = frame[:3] + struct.pack(">I", len(damaged)) + bytes(damaged) + b"\xce"
             ours = _outcome(lambda w: decode_frame(w, 0, len(w)), wire)
-            assert ours == _outcome(pamqp.frame.unmarshal, wire), wire
+            assert ours == _outcome(lenient.unmarshal, wire), wire
             checked += 1
     assert checked > 1000
 
 
-def test_the_hot_frames_never_go_through_pamqp(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_hot_frames_never_go_through_the_generic_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     rng = random.Random(12)
     hot = [*_message(rng, 1, size=10), *_message(rng, 1, size=0), *HOSTILE]
     hot += [pamqp.frame.marshal(commands.Basic.Ack(7, True), 1)]
@@ -351,8 +367,9 @@ def test_the_hot_frames_never_go_through_pamqp(monkeypatch: pytest.MonkeyPatch) 
     expected = _expected(hot)
 
     def refuse(data: bytes) -> Any:
-        raise AssertionError("decoded by pamqp")
+        raise AssertionError("decoded by the generic walk")
 
+    monkeypatch.setattr(lenient, "unmarshal", refuse)
     monkeypatch.setattr(pamqp.frame, "unmarshal", refuse)
     assert [_state(decode_frame(frame, 0, len(frame))) for frame in hot] == expected
 
@@ -475,14 +492,21 @@ def test_frames_are_iterated_until_the_stream_ends() -> None:
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def _installed() -> Any:
-    return cast(Any, aiormq.connection).FrameReceiver
+def _reader_of(connection: Any) -> Any:
+    """The reader class the connection's ``connect`` builds (from its code's globals)."""
+    return inspect.unwrap(connection.connect).__globals__["FrameReceiver"]
 
 
-def test_installed_where_aiormq_builds_its_reader_and_idempotent() -> None:
-    assert _installed() is FrameReader
-    assert frame_reader.install()
-    assert _installed() is FrameReader
+def test_the_bus_connection_builds_the_fast_reader_and_aiormq_keeps_its_own() -> None:
+    assert issubclass(frame_reader.BusConnection, aiormq.connection.Connection)
+    assert frame_reader.BusConnection is not aiormq.connection.Connection
+    assert _reader_of(frame_reader.BusConnection) is FrameReader
+    assert _reader_of(aiormq.connection.Connection) is AIORMQ_READER
+    assert aiormq.connection.FrameReceiver is AIORMQ_READER
+    # aiormq's own code (the same body, wrapped as aiormq wraps it), not a copy of ours.
+    ours = inspect.unwrap(frame_reader.BusConnection.connect)
+    assert ours.__code__ is inspect.unwrap(aiormq.connection.Connection.connect).__code__
+    assert frame_reader.BusConnection.connect is not ours
 
 
 class _Module:
@@ -491,6 +515,7 @@ class _Module:
     def __init__(self, receiver: Any, connection: Any = aiormq.connection.Connection) -> None:
         self.FrameReceiver = receiver
         self.Connection = connection
+        self.task = cast(Any, aiormq.connection).task
 
 
 def test_an_aiormq_of_another_shape_keeps_its_own_reader(caplog: pytest.LogCaptureFixture) -> None:
@@ -516,16 +541,14 @@ def test_an_aiormq_of_another_shape_keeps_its_own_reader(caplog: pytest.LogCaptu
     caplog.set_level(logging.DEBUG, "messaging.connection")
     for module in shapes:
         receiver = module.FrameReceiver
-        assert not frame_reader.install(module)
+        assert frame_reader.connection_class(module) is module.Connection
         assert module.FrameReceiver is receiver
     assert len([r for r in caplog.records if "aiormq changed" in r.getMessage()]) == len(shapes)
-    assert _installed() is FrameReader
 
 
-def test_uninstall_gives_aiormq_its_reader_back() -> None:
+def test_a_stand_in_of_today_s_shape_gets_the_fast_reader() -> None:
     module = _Module(AIORMQ_READER)
-    assert frame_reader.install(module)
-    assert module.FrameReceiver is FrameReader
-    frame_reader.uninstall(module)
+    made = frame_reader.connection_class(module)
+    assert made is not aiormq.connection.Connection
+    assert _reader_of(made) is FrameReader
     assert module.FrameReceiver is AIORMQ_READER
-    assert _installed() is FrameReader

@@ -147,7 +147,13 @@ def impure(graph: dict[str, set[str]]) -> list[str]:
 
 
 def core_reaching_up(graph: dict[str, set[str]]) -> list[str]:
-    above = (*SYNC_FACADE, "messaging.ops.health", "messaging.cli", "messaging.demo")
+    above = (
+        *SYNC_FACADE,
+        "messaging.ops.health",
+        "messaging.discovery",
+        "messaging.cli",
+        "messaging.demo",
+    )
     return offenders(graph, "messaging.aio", above) + offenders(
         graph, "messaging.transport", ("messaging.aio", "messaging.ops")
     )

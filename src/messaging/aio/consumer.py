@@ -19,8 +19,10 @@ from messaging.errors import (
     RejectedMessageError,
 )
 from messaging.ops.metrics import ConsumerMetrics
+from messaging.routing import validate_binding_pattern
 from messaging.topology import (
     QueueType,
+    Topology,
     queue_limit_arguments,
     subscriber_topology,
 )
@@ -62,7 +64,21 @@ class Consumer:
         self.max_redeliveries = options.max_redeliveries
         self.queue_type: QueueType = options.queue_type or pool.config.queue_type
         self.declare = options.declare
-        self.topology = subscriber_topology(
+        self.topology = self._topology()
+        self.message_class = message_class
+        self.accepted_types = accepted_types
+        self.metrics = ConsumerMetrics(self.agent_name, self.queue_name)
+        self._channel: Channel | None = None
+        self._consumer_key: str | None = None
+        self._inspector: Inspector | None = None
+
+    def _topology(self) -> Topology:
+        """The queue, its bindings, its retry queues and its dead-lettering, as declared.
+
+        Built in the constructor, so that a bad name or limit raises before anything is
+        declared, and again when :meth:`bind` adds a pattern."""
+        options = self.options
+        return subscriber_topology(
             self.exchange_name,
             self.queue_name,
             self.routing_keys,
@@ -77,12 +93,18 @@ class Consumer:
             delivery_limit=self.max_redeliveries,
             single_active_consumer=options.single_active_consumer,
         )
-        self.message_class = message_class
-        self.accepted_types = accepted_types
-        self.metrics = ConsumerMetrics(self.agent_name, self.queue_name)
-        self._channel: Channel | None = None
-        self._consumer_key: str | None = None
-        self._inspector: Inspector | None = None
+
+    def bind(self, pattern: str) -> None:
+        """Also consume messages whose routing key matches ``pattern`` (before starting)."""
+        if self._consumer_key is not None:
+            raise ConfigurationError(
+                f"{self.agent_name} is consuming already: add handlers and bindings before "
+                f"start_consuming()"
+            )
+        validate_binding_pattern(pattern)
+        if pattern not in self.routing_keys:
+            self.routing_keys = (*self.routing_keys, pattern)
+            self.topology = self._topology()
 
     @property
     def channel(self) -> Channel:

@@ -26,7 +26,7 @@ from messaging.aio.consumer import Consumer
 from messaging.aio.incoming import headers_of, routing_key_of
 from messaging.aio.outgoing import OutgoingMessage
 from messaging.aio.rpc import DIRECT_REPLY_TO
-from messaging.errors import DecodeError, PoisonMessageError, PublishError
+from messaging.errors import DecodeError, PoisonMessageError, PublishError, StreamFailedError
 from messaging.headers import (
     ATTEMPTS,
     ERROR_MESSAGE,
@@ -99,7 +99,7 @@ class FailureRouter:
             metrics.dead_lettered.inc()
         self.log_failure(delivery, exc, attempts, retry)
         await self._move(delivery, target, headers)
-        if not retry:
+        if not (retry or isinstance(exc, StreamFailedError)):  # a stream told its caller
             await self._tell_the_caller(delivery, headers)
 
     async def _tell_the_caller(self, delivery: Delivery, headers: dict[str, Any]) -> None:

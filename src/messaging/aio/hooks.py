@@ -9,7 +9,8 @@ its counters, and a test can run the core with no hooks at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -32,7 +33,13 @@ class Consuming(Protocol):
 SubscriberStarted = Callable[["AsyncConnectionPool", Consuming], None]
 """Called on the pool's event loop once a subscriber's consumer is attached."""
 
+SubscriberStopping = Callable[["AsyncConnectionPool", Consuming], Awaitable[None]]
+"""Awaited on the pool's event loop when a subscriber's shutdown begins, before its
+consumer is cancelled (its connections are still open)."""
+
 _started: list[SubscriberStarted] = []
+_stopping: list[SubscriberStopping] = []
+log = logging.getLogger("messaging.hooks")
 
 
 def on_subscriber_started(hook: SubscriberStarted) -> SubscriberStarted:
@@ -52,3 +59,28 @@ def subscriber_started(pool: AsyncConnectionPool, subscriber: Consuming) -> None
     a monitoring port asked for and not served must not pass silently."""
     for hook in tuple(_started):
         hook(pool, subscriber)
+
+
+def on_subscriber_stopping(hook: SubscriberStopping) -> SubscriberStopping:
+    """Await ``hook`` whenever a subscriber begins to stop (registering twice is once)."""
+    if hook not in _stopping:
+        _stopping.append(hook)
+    return hook
+
+
+def remove_subscriber_stopping(hook: SubscriberStopping) -> None:
+    if hook in _stopping:
+        _stopping.remove(hook)
+
+
+async def subscriber_stopping(pool: AsyncConnectionPool, subscriber: Consuming) -> None:
+    """Tell the hooks that ``subscriber`` is stopping; runs on the pool's event loop.
+
+    Unlike a start hook's, an error here is logged and swallowed: nothing may
+    keep a subscriber from stopping.
+    """
+    for hook in tuple(_stopping):
+        try:
+            await hook(pool, subscriber)
+        except Exception:
+            log.exception("a subscriber-stopping hook failed for %s", subscriber.agent_name)

@@ -96,6 +96,9 @@ class SubscriberKeywords(TypedDict, total=False):
     middlewares: Sequence[Middleware]
     """Run around every message handled (and, for an agent, sent), after the pool's
     (:mod:`messaging.aio.middleware`)."""
+    version: str | None
+    """Announced by discovery (:mod:`messaging.discovery`); default: the version of the
+    distribution that ships the agent's class, if installed, else ``""``."""
 
 
 class AgentKeywords(SubscriberKeywords, total=False):
@@ -129,6 +132,7 @@ class SubscriberOptions:
     declare: bool = True
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     middlewares: tuple[Middleware, ...] = ()
+    version: str | None = None
 
     @classmethod
     def of(
@@ -188,9 +192,16 @@ class SubscriberOptions:
                 keywords.get("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT)
             ),
             middlewares=tuple(validated(keywords.get("middlewares", ()))),
+            version=_version(keywords.get("version")),
         )
 
     @property
     def queue(self) -> str:
         """The queue consumed: ``queue_name``, else the agent's name."""
         return self.queue_name or self.agent_name
+
+
+def _version(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(f"version must be a string (or None), got {value!r}")
+    return value

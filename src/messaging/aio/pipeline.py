@@ -10,7 +10,8 @@ One :class:`Pipeline` per running subscriber, in this order for each delivery:
    task that runs the handler): an :class:`~messaging.aio.envelope.Envelope`
    (:mod:`messaging.aio.incoming`) goes through the steps, outermost first:
    :class:`~messaging.aio.telemetry.Telemetry` (metrics, log context, trace
-   span), :class:`~messaging.aio.codec.Decode`, the user's middlewares
+   span), :class:`~messaging.aio.deadline.Deadline` (a request past its caller's
+   deadline is acked unhandled), :class:`~messaging.aio.codec.Decode`, the user's middlewares
    (:mod:`messaging.aio.middleware`), and reaches the handler.
 3. :meth:`Pipeline.settle` (on the loop): a success goes to the ack window; a
    failure to the failure router, which moves the message and settles it
@@ -35,6 +36,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from messaging.aio.codec import Decode
 from messaging.aio.consumer import Consumer
+from messaging.aio.deadline import Deadline
 from messaging.aio.envelope import Envelope
 from messaging.aio.failures import FailureRouter, Republisher
 from messaging.aio.incoming import delivery_properties
@@ -173,6 +175,7 @@ class Pipeline:
         steps = ConsumeChain(
             (
                 Telemetry(consumer.agent_name, consumer.queue_name, consumer.metrics),
+                Deadline(consumer.agent_name, consumer.metrics),
                 Decode(consumer.agent_name, consumer.message_class, consumer.accepted_types),
                 *middlewares,
             ),

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
-from typing import Unpack
+from typing import Self, Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -20,7 +20,7 @@ from messaging.aio.options import DEFAULT_EXCHANGE as DEFAULT_EXCHANGE
 from messaging.aio.options import MessageOptions, PublishOptions, publish_options
 from messaging.aio.outgoing import OutgoingMessage
 from messaging.aio.pool import AsyncConnectionPool
-from messaging.aio.rpc import DIRECT_REPLY_TO, AsyncRequester
+from messaging.aio.rpc import DIRECT_REPLY_TO, AsyncRequester, Gathered, Reply
 from messaging.errors import (
     ClosedError,
     InvalidMessageError,
@@ -269,29 +269,82 @@ class AsyncEventPublisher:
         timeout: float = 30.0,
         *,
         correlation_id: str | None = None,
-    ) -> ProtoMessage:
+        response_type: type[Reply] | None = None,
+    ) -> Reply:
         """Send a request and wait for its reply (direct reply-to).
 
-        Raises :class:`~messaging.errors.RequestTimeoutError` when no reply comes
-        within ``timeout``. Safe to call many times at once. The request is
-        confirmed, ``mandatory``, transient and expires after ``timeout``
-        (:mod:`messaging.aio.rpc` says why).
+        Returns the reply, typed ``response_type`` when given (a reply of another
+        type raises :class:`~messaging.errors.DecodeError`). Raises
+        :class:`~messaging.errors.RemoteError` when the responder gave up on it
+        (its handler failed), :class:`~messaging.errors.RequestTimeoutError` when
+        no reply comes within ``timeout``. Safe to call many times at once. The
+        request is confirmed, ``mandatory``, transient and expires after
+        ``timeout`` (:mod:`messaging.aio.rpc` says why).
         """
-        if self._requester is None:
-            self._requester = AsyncRequester(self)
+        requester = self._requester_ready()
         if correlation_id is None:
             meta = getattr(message, "metadata", None)
             correlation_id = (meta.correlation_id if meta is not None else "") or None
         span = tracing.start_request(self.exchange_name, routing_key, correlation_id)
         try:
-            reply = await self._requester.request(
-                message, routing_key, timeout, correlation_id=correlation_id
+            reply = await requester.request(
+                message,
+                routing_key,
+                timeout,
+                correlation_id=correlation_id,
+                response_type=response_type,
             )
         except BaseException as error:
             tracing.end_request(span, error)
             raise
         tracing.end_request(span, None)
         return reply
+
+    async def gather(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 5.0,
+        *,
+        max_replies: int | None = None,
+        response_type: type[ProtoMessage] | None = None,
+    ) -> Gathered:
+        """Ask every agent bound to ``routing_key`` at once; returns what they answered
+        by ``timeout`` (or once ``max_replies`` came), and who answered.
+
+        Raises :class:`~messaging.errors.UnroutableMessageError` when no queue
+        is bound for the key. An agent that failed the request is in
+        ``errors``, one that never answers is simply absent.
+        """
+        return await self._requester_ready().gather(
+            message, routing_key, timeout, max_replies=max_replies, response_type=response_type
+        )
+
+    def stream(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 60.0,
+        *,
+        window: int = 16,
+        response_type: type[Reply] | None = None,
+    ) -> AsyncGenerator[Reply, None]:
+        """Send a request to a streaming handler and iterate its replies as they come.
+
+        ``async for reply in publisher.stream(...)``: in order, until the responder's
+        last one; :class:`~messaging.errors.RemoteError` if it failed on the way,
+        :class:`~messaging.errors.RequestTimeoutError` if the stream did not end within
+        ``timeout``. The responder never runs more than ``window`` replies ahead of
+        you; leaving the loop early tells it to stop.
+        """
+        return self._requester_ready().stream(
+            message, routing_key, timeout, window=window, response_type=response_type
+        )
+
+    def _requester_ready(self) -> AsyncRequester:
+        if self._requester is None:
+            self._requester = AsyncRequester(self)
+        return self._requester
 
     async def send_reply(self, outgoing: OutgoingMessage) -> str:
         """Send a reply to a direct reply-to address without waiting for a confirm.
@@ -480,3 +533,58 @@ class AsyncEventPublisher:
         await self.pool.publishing.release(self._channel)
         if self._reply_channel is not None:
             await self.pool.publishing.release(self._reply_channel)
+
+    async def __aenter__(self) -> Self:
+        """``async with``: nothing to open (the channel opens on the first publish)."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class Asking:
+    """``request``, ``gather`` and ``stream`` for a class that asks through a publisher
+    of its own (:class:`~messaging.aio.AsyncBaseAgent`), written once."""
+
+    @property
+    def _asker(self) -> AsyncEventPublisher:
+        raise NotImplementedError
+
+    async def request(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 30.0,
+        *,
+        response_type: type[Reply] | None = None,
+    ) -> Reply:
+        """Send a request and wait for its reply; see :meth:`AsyncEventPublisher.request`."""
+        return await self._asker.request(message, routing_key, timeout, response_type=response_type)
+
+    async def gather(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 5.0,
+        *,
+        max_replies: int | None = None,
+        response_type: type[ProtoMessage] | None = None,
+    ) -> Gathered:
+        """Ask every agent bound to ``routing_key``; see :meth:`AsyncEventPublisher.gather`."""
+        return await self._asker.gather(
+            message, routing_key, timeout, max_replies=max_replies, response_type=response_type
+        )
+
+    def stream(
+        self,
+        message: ProtoMessage,
+        routing_key: str,
+        timeout: float = 60.0,
+        *,
+        window: int = 16,
+        response_type: type[Reply] | None = None,
+    ) -> AsyncGenerator[Reply, None]:
+        """Iterate a streaming handler's replies; see :meth:`AsyncEventPublisher.stream`."""
+        return self._asker.stream(
+            message, routing_key, timeout, window=window, response_type=response_type
+        )

@@ -9,7 +9,7 @@ import signal
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from typing import Any, ClassVar, Unpack
+from typing import Any, ClassVar, Self, Unpack
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -31,30 +31,24 @@ from messaging.transport import Delivery
 log = logging.getLogger("messaging.subscriber")
 
 
-class AsyncEventSubscriber(ABC):
-    """Consumes protobuf messages from a durable queue bound to topic patterns.
-
-    Each delivery is decoded with the class :meth:`get_message_class` names for
-    its routing key and passed to :meth:`handle_message`. It is acked when the
-    handler returns. Failures are retried and dead-lettered as for the sync
-    :class:`messaging.EventSubscriber`. Up to ``prefetch_count`` handlers run
-    at once.
-    """
+class SubscriberFace(ABC):
+    """What :class:`messaging.EventSubscriber` and :class:`AsyncEventSubscriber` share,
+    written once: their options, their consumer, middlewares and the hooks agents use."""
 
     # Agents may be send-only (routing_keys=[]); a plain subscriber must consume something.
     _send_only_allowed: ClassVar[bool] = False
 
-    def __init__(
+    def _configure(
         self,
-        connection_pool: AsyncConnectionPool,
+        pool: AsyncConnectionPool,
         agent_name: str,
-        exchange_name: str = DEFAULT_EXCHANGE,
-        queue_name: str | None = None,
-        routing_keys: Sequence[str] = ("#",),
-        prefetch_count: int = 1,
-        **options: Unpack[SubscriberKeywords],
+        exchange_name: str,
+        queue_name: str | None,
+        routing_keys: Sequence[str],
+        prefetch_count: int,
+        options: SubscriberKeywords,
     ) -> None:
-        self.connection_pool = connection_pool
+        """Validate the constructor's arguments (nothing is declared) and make the consumer."""
         self.agent_name = agent_name
         settings = SubscriberOptions.of(
             agent_name,
@@ -67,15 +61,7 @@ class AsyncEventSubscriber(ABC):
         )
         self.shutdown_timeout = settings.shutdown_timeout
         self.middlewares: tuple[Middleware, ...] = settings.middlewares
-        self.consumer = Consumer(
-            connection_pool, settings, self.get_message_class, self.accepted_types
-        )
-        self._in_hand: set[asyncio.Task[Any]] = set()
-        self._stopping = False
-        self._abandoned = 0
-        self._deadline = Watchdog(agent_name, self.shutdown_timeout + ASYNC_GRACE)
-        self._stopped: asyncio.Event | None = None
-        self._pipeline: Pipeline | None = None
+        self.consumer = Consumer(pool, settings, self.get_message_class, self.accepted_types)
 
     @property
     def exchange_name(self) -> str:
@@ -91,6 +77,7 @@ class AsyncEventSubscriber(ABC):
 
     @property
     def is_consuming(self) -> bool:
+        """True while the consumer is attached to an open channel on the broker."""
         return self.consumer.is_consuming
 
     def use(self, middleware: Middleware) -> Middleware:
@@ -112,14 +99,58 @@ class AsyncEventSubscriber(ABC):
         """
         return ()
 
-    @abstractmethod
-    async def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
-        """Process one message. Raise to dead-letter it."""
+    async def _on_started(self) -> None:  # noqa: B027  (a hook: empty here)
+        """Consuming has begun (on the loop); for subclasses to start what goes with it."""
+
+    async def _on_stopped(self) -> None:  # noqa: B027  (a hook: empty here)
+        """Consuming has ended (on the loop)."""
 
     def _failure_publisher(self) -> Republisher | None:
         """The publisher failed messages are moved with; None: one of the subscriber's own.
         Agents pass their own, so that an agent runs one publisher."""
         return None
+
+
+class AsyncEventSubscriber(SubscriberFace):
+    """Consumes protobuf messages from a durable queue bound to topic patterns.
+
+    Each delivery is decoded with the class :meth:`get_message_class` names for
+    its routing key and passed to :meth:`handle_message`. It is acked when the
+    handler returns. Failures are retried and dead-lettered as for the sync
+    :class:`messaging.EventSubscriber`. Up to ``prefetch_count`` handlers run
+    at once.
+    """
+
+    def __init__(
+        self,
+        connection_pool: AsyncConnectionPool,
+        agent_name: str,
+        exchange_name: str = DEFAULT_EXCHANGE,
+        queue_name: str | None = None,
+        routing_keys: Sequence[str] = ("#",),
+        prefetch_count: int = 1,
+        **options: Unpack[SubscriberKeywords],
+    ) -> None:
+        self.connection_pool = connection_pool
+        self._configure(
+            connection_pool,
+            agent_name,
+            exchange_name,
+            queue_name,
+            routing_keys,
+            prefetch_count,
+            options,
+        )
+        self._in_hand: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._abandoned = 0
+        self._deadline = Watchdog(agent_name, self.shutdown_timeout + ASYNC_GRACE)
+        self._stopped: asyncio.Event | None = None
+        self._pipeline: Pipeline | None = None
+
+    @abstractmethod
+    async def handle_message(self, message: ProtoMessage, properties: dict[str, Any]) -> None:
+        """Process one message. Raise to dead-letter it."""
 
     async def start(self) -> None:
         """Declare the queue and its dead-lettering, then start consuming; returns at once."""
@@ -132,6 +163,7 @@ class AsyncEventSubscriber(ABC):
             (*self.connection_pool.middlewares, *self.middlewares),
         )
         await self.consumer.start(self._on_delivery, inline=True)
+        await self._on_started()
         hooks.subscriber_started(self.connection_pool, self)  # the health endpoint, if asked for
 
     async def start_consuming(self) -> None:
@@ -179,6 +211,7 @@ class AsyncEventSubscriber(ABC):
         self._stopping = True
         self._deadline.begin(timeout + ASYNC_GRACE)
         try:
+            await hooks.subscriber_stopping(self.connection_pool, self)  # discovery withdraws
             await self.consumer.cancel()
             if self._in_hand:
                 _, late = await asyncio.wait(set(self._in_hand), timeout=timeout)
@@ -197,6 +230,7 @@ class AsyncEventSubscriber(ABC):
             if pipeline is not None:
                 await pipeline.drain()
             await self.consumer.close()
+            await self._on_stopped()
             if pipeline is not None:
                 await pipeline.close()
         finally:
@@ -224,3 +258,13 @@ class AsyncEventSubscriber(ABC):
         if not task.cancelled() and task.exception() is not None:
             # The pipeline settles handler errors itself: this is a defect of ours.
             log.error("delivery pipeline failed", exc_info=task.exception())
+
+    async def __aenter__(self) -> Self:
+        """``async with``: start consuming (:meth:`start`); a send-only agent starts nothing."""
+        if not self.consumer.send_only:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stop (:meth:`stop`: the messages in hand finish) and close."""
+        await self.stop()

@@ -12,8 +12,9 @@ from typing import Annotated
 
 import typer
 
-from messaging.cli import asyncapi, dlq, proto, queue, status, tail, top, trace
+from messaging.cli import agents, asyncapi, dlq, proto, queue, status, tail, top, trace
 from messaging.cli import publish as publish_cmd
+from messaging.cli import request as request_cmd
 from messaging.cli import run as run_cmd
 from messaging.cli._broker import choose_url, configure_logging
 from messaging.cli.demo import demo
@@ -42,6 +43,8 @@ app.command("tail", help=tail.HELP)(tail.tail)
 app.command("top", help=top.HELP)(top.top)
 app.command("trace", help=trace.HELP)(trace.trace)
 app.command("publish", help=publish_cmd.HELP)(publish_cmd.publish)
+app.command("agents", help=agents.HELP)(agents.agents)
+app.command("request", help=request_cmd.HELP)(request_cmd.request)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(queue.app, name="queue")
 app.add_typer(proto.app, name="proto")

@@ -73,6 +73,16 @@ HANDLER_ERRORS = Counter(
     "Handler exceptions and undecodable messages, by exception type.",
     ["agent", "queue", "error_type"],
 )
+EXPIRED = Counter(
+    "chimera_requests_expired",
+    "Requests not handled because they arrived past their caller's deadline (acked).",
+    ["agent", "queue"],
+)
+CANCELLED = Counter(
+    "chimera_requests_cancelled",
+    "Requests (and streams) whose caller gave up while they were being handled.",
+    ["agent", "queue"],
+)
 HANDLER_SECONDS = Histogram(
     "chimera_handler_duration_seconds",
     "Time spent in message handlers.",
@@ -126,6 +136,8 @@ class ConsumerMetrics:
         self.retried = RETRIED.labels(agent, queue)
         self.dead_lettered = DEAD_LETTERED.labels(agent, queue)
         self.handler_seconds = HANDLER_SECONDS.labels(agent, queue)
+        self.expired = EXPIRED.labels(agent, queue)
+        self.cancelled = CANCELLED.labels(agent, queue)
 
     def handler_error(self, exc: BaseException) -> None:
         HANDLER_ERRORS.labels(self.agent, self.queue, type(exc).__name__).inc()

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from messaging.config import BrokerNode
+from messaging.backoff import RetryPolicy
+from messaging.config import BrokerNode, RabbitMQConfig
 from messaging.topology import Topology
 
 
@@ -367,6 +368,22 @@ class Connection(Protocol):
         """Close every channel, then the connection."""
 
 
+class Transport(Protocol):
+    """Opens a pool's connections to one kind of broker.
+
+    A pool picks one by its URL (``amqp://``, ``amqps://``: RabbitMQ;
+    ``memory://``: the in-process broker), or is given one
+    (``ConnectionPool(..., transport=MemoryTransport(broker))``).
+    """
+
+    def open_connection(
+        self, config: RabbitMQConfig, policy: RetryPolicy, purpose: str
+    ) -> Connection:
+        """A :class:`Connection` for one ``purpose`` (publish, consume); it connects
+        on first use, within ``policy``."""
+        ...
+
+
 __all__ = [
     "Channel",
     "Connection",
@@ -380,4 +397,5 @@ __all__ = [
     "Properties",
     "QueueInfo",
     "ReopenListener",
+    "Transport",
 ]

@@ -1,11 +1,9 @@
 """RabbitMQ over AMQP 0-9-1 (aiormq, through aio-pika's connection): the only
-package that imports the AMQP client."""
+package that imports the AMQP client.
 
-from messaging.transport.amqp import frame_reader, octets
-
-# Before any connection exists: a short string that is not UTF-8 must never
-# make the frame reader drop the connection (see messaging.transport.amqp.octets).
-octets.install()
-# Frames are read in chunks and the hot ones decoded without pamqp's generic
-# codec (see messaging.transport.amqp.frame_reader); aiormq's reader if it cannot be.
-frame_reader.install()
+Importing it changes no other library's state: the bus's own connections read
+frames with :mod:`~messaging.transport.amqp.frame_reader` and decode short
+strings and tables leniently (:mod:`~messaging.transport.amqp.octets`,
+:mod:`~messaging.transport.amqp.lenient`); aiormq's module and pamqp's codec
+tables are left as they are.
+"""

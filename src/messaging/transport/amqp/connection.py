@@ -25,8 +25,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractConnection, TimeoutType
+import aiormq.abc
+from aio_pika.abc import AbstractConnection, TimeoutType, UnderlayConnection
 from aiormq.exceptions import AMQPError
+from yarl import URL
 
 from messaging.backoff import RetryPolicy
 from messaging.config import BrokerNode, RabbitMQConfig
@@ -37,6 +39,7 @@ from messaging.errors import (
     ConnectionFailedError,
 )
 from messaging.transport.amqp.errors import translate
+from messaging.transport.amqp.frame_reader import BusConnection
 from messaging.transport.amqp.frames import DEFAULT_FRAME_MAX
 from messaging.transport.amqp.tls import client_context
 from messaging.transport.base import ConnectionHealth, ConnectionLost
@@ -421,8 +424,26 @@ def _alive(connection: AbstractConnection | None) -> bool:
     return inner is None or bool(inner.is_opened)
 
 
+class _BusUnderlay(UnderlayConnection):
+    """aio-pika's hold on the protocol connection, made of the bus's own aiormq class.
+
+    aio-pika opens its protocol connection with ``aiormq.connect``; the bus's
+    is :data:`~messaging.transport.amqp.frame_reader.BusConnection` (aiormq's,
+    reading frames with the bus's fast reader) without changing aiormq's module.
+    """
+
+    @classmethod
+    async def make_connection(
+        cls, url: URL, timeout: TimeoutType = None, **kwargs: Any
+    ) -> aiormq.abc.AbstractConnection:
+        connection = BusConnection(url, **kwargs)
+        await asyncio.wait_for(connection.connect(), timeout=timeout)
+        await connection.ready()
+        return connection
+
+
 class _ClosedIfItFails(aio_pika.Connection):
-    """aio-pika's connection, closed when its connect fails.
+    """aio-pika's connection over :class:`_BusUnderlay`, closed when its connect fails.
 
     ``aio_pika.connect`` drops a connection whose handshake failed without
     closing it; its ``__del__`` then schedules ``close()`` from wherever the
@@ -433,7 +454,11 @@ class _ClosedIfItFails(aio_pika.Connection):
 
     async def connect(self, timeout: TimeoutType = None) -> None:
         try:
-            await super().connect(timeout)
+            # aio-pika's Connection.connect, with the bus's underlay.
+            self.transport = await _BusUnderlay.connect(
+                self.url, self._on_connection_close, timeout=timeout, **self.kwargs
+            )
+            await self._on_connected()
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.close()

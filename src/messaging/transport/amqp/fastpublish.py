@@ -66,8 +66,8 @@ from typing import Any
 
 import aiormq
 from pamqp import commands as spec
-from pamqp import frame as pamqp_frame
 
+from messaging.transport.amqp.lenient import marshal_method
 from messaging.transport.amqp.properties import content_header
 from messaging.transport.base import MessageProperties
 
@@ -282,8 +282,9 @@ class ChannelWriter:
         exchange, routing_key, mandatory = key
         if len(routing_key) > 255:  # as aiormq's basic_publish checks it
             raise ValueError("Routing key too long (max 255 bytes)")
-        # pamqp validates the names as for basic_publish.
-        method = pamqp_frame.marshal(
+        # pamqp validates the names as for basic_publish; a routing key of
+        # foreign octets (a dead-letter copy's) goes back as those octets.
+        method = marshal_method(
             spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory),
             self.number,
         )

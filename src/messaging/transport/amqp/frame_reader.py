@@ -18,14 +18,17 @@ awaiting again. ``Basic.Deliver``, ``Basic.Ack``/``Nack``/``Return``, content
 headers and bodies are decoded here into the very objects pamqp builds (same
 classes, same attribute values), with the lenient short strings, tables and
 timestamps of :mod:`messaging.transport.amqp.octets`; any other frame, and any
-of those that does not decode here, goes to ``pamqp.frame.unmarshal`` (which
-has the same lenient codecs installed), so its result or its error is
-pamqp's own.
+of those that does not decode here, goes to
+:func:`messaging.transport.amqp.lenient.unmarshal` (pamqp's walk with the same
+lenient codecs), so its result or its error is pamqp's own.
 
-:func:`install` puts the class where ``aiormq.connection.Connection.connect``
-looks for it. If aiormq changes shape (no ``FrameReceiver`` global, another
-constructor, ``connect`` no longer using it), it logs at DEBUG and leaves
-aiormq's own reader in place: slower, the same frames.
+Only the bus's connections read this way: :data:`BusConnection` is aiormq's
+connection whose ``connect`` builds a :class:`FrameReader` where aiormq's
+builds its ``FrameReceiver``. aiormq's module and pamqp's tables are left as
+they are, so another aiormq user in the process is not affected. If aiormq
+changes shape (no ``FrameReceiver`` global, another constructor, ``connect``
+no longer using it), :data:`BusConnection` is aiormq's own (logged at DEBUG):
+slower, the same frames.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ import asyncio
 import inspect
 import logging
 import struct
+import types
 from collections.abc import Callable
 from typing import Any
 
+import aiormq.connection
 import pamqp.frame
 from aiormq.exceptions import AMQPConnectionError, InvalidFrameError, ProtocolSyntaxError
 from pamqp import commands
@@ -44,6 +49,7 @@ from pamqp.body import ContentBody
 from pamqp.exceptions import PAMQPException
 from pamqp.header import ContentHeader
 
+from messaging.transport.amqp import lenient
 from messaging.transport.amqp.octets import (
     decode_field_table,
     decode_short_str_at,
@@ -227,7 +233,7 @@ def decode_frame(data: bytes, start: int, end: int) -> ReceivedFrame:
         except Exception:
             pass  # pamqp decides below: its result or its error
     try:
-        return pamqp.frame.unmarshal(data[start:end])
+        return lenient.unmarshal(data[start:end])
     except PAMQPException as err:
         raise InvalidFrameError(str(err)) from err
 
@@ -323,37 +329,48 @@ def _closed(buffered: int, need: int) -> AMQPConnectionError:
 # -- wiring ------------------------------------------------------------------------------------
 
 
-_aiormq_reader: Any = None  # aiormq's own FrameReceiver, once replaced
+def connection_class(module: Any = aiormq.connection) -> type[aiormq.connection.Connection]:
+    """aiormq's ``Connection`` whose ``connect`` reads with :class:`FrameReader`, or aiormq's
+    own class (logged at DEBUG) when aiormq's shape is not the one this was written for.
 
-
-def install(module: Any = None) -> bool:
-    """Make aiormq's ``Connection.connect`` build a :class:`FrameReader`; False if it cannot.
-
-    Process-wide and idempotent, like :func:`messaging.transport.amqp.octets.install`.
-    Connections opened before keep the reader they have. ``module`` is
-    ``aiormq.connection`` (given only by tests).
+    The subclass's ``connect`` is aiormq's own code (the same function body,
+    the same ``@task`` wrapper) run against a copy of ``module``'s namespace in
+    which ``FrameReceiver`` is :class:`FrameReader`: nothing of aiormq's is
+    rebound, and a plain ``aiormq.connect`` keeps aiormq's reader. ``module``
+    is ``aiormq.connection`` (given only by tests).
     """
-    global _aiormq_reader
-    if module is None:
-        import aiormq.connection as module
-    current = getattr(module, "FrameReceiver", None)
-    if current is FrameReader:
-        return True
-    reason = _incompatible(module, current)
-    if reason:
+    base_class = getattr(module, "Connection", None)
+    if not isinstance(base_class, type):
+        log.debug("aiormq changed (no aiormq.connection.Connection class)")
+        return aiormq.connection.Connection
+    reason = _incompatible(module, getattr(module, "FrameReceiver", None))
+    wrapped = base_class.__dict__.get("connect")
+    raw = inspect.unwrap(wrapped) if callable(wrapped) else None
+    wrapper = getattr(module, "task", None)
+    if not reason and raw is not wrapped and getattr(wrapped, "__wrapped__", None) is not raw:
+        reason = "Connection.connect is wrapped more than once"
+    if not reason and raw is not wrapped and not callable(wrapper):
+        reason = "no aiormq.connection.task to wrap connect with"
+    if reason or not isinstance(raw, types.FunctionType):
         log.debug("aiormq changed (%s): frames are read by aiormq's own reader", reason)
-        return False
-    _aiormq_reader = current
-    module.FrameReceiver = FrameReader
-    return True
-
-
-def uninstall(module: Any = None) -> None:
-    """Give aiormq its own reader back (for a benchmark of raw aiormq in the same process)."""
-    if module is None:
-        import aiormq.connection as module
-    if _aiormq_reader is not None and getattr(module, "FrameReceiver", None) is FrameReader:
-        module.FrameReceiver = _aiormq_reader
+        return base_class
+    namespace = dict(vars(module))
+    namespace["FrameReceiver"] = FrameReader
+    connect = types.FunctionType(
+        raw.__code__, namespace, raw.__name__, raw.__defaults__, raw.__closure__
+    )
+    connect.__kwdefaults__ = raw.__kwdefaults__
+    connect.__qualname__ = raw.__qualname__
+    connect.__doc__ = raw.__doc__
+    return type(
+        "Connection",
+        (base_class,),
+        {
+            "__module__": __name__,
+            "__doc__": "aiormq's connection, reading frames with FrameReader.",
+            "connect": connect if raw is wrapped else wrapper(connect),  # type: ignore[misc]
+        },
+    )
 
 
 def _incompatible(module: Any, current: Any) -> str:
@@ -374,4 +391,8 @@ def _incompatible(module: Any, current: Any) -> str:
     return ""
 
 
-__all__ = ["READ_SIZE", "FrameReader", "decode_frame", "install", "uninstall"]
+BusConnection = connection_class()
+"""The aiormq connection class the bus's connections are made of (see :func:`connection_class`)."""
+
+
+__all__ = ["READ_SIZE", "BusConnection", "FrameReader", "connection_class", "decode_frame"]

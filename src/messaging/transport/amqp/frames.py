@@ -9,9 +9,7 @@ message (the bus, to a dead-letter copy) checks here first.
 
 from __future__ import annotations
 
-from pamqp.header import ContentHeader
-
-from messaging.transport.amqp.properties import amqp_properties
+from messaging.transport.amqp.properties import content_header
 from messaging.transport.base import MessageProperties
 
 DEFAULT_FRAME_MAX = 131072
@@ -22,8 +20,7 @@ FRAME_OVERHEAD = 8
 
 def header_frame_size(properties: MessageProperties, body_size: int) -> int:
     """Octets of the content header frame that would carry ``properties``."""
-    header = ContentHeader(0, body_size, amqp_properties(properties))
-    return len(header.marshal()) + FRAME_OVERHEAD
+    return len(content_header(properties, body_size)) + FRAME_OVERHEAD
 
 
 def fits(properties: MessageProperties, body_size: int, frame_max: int) -> bool:

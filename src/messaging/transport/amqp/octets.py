@@ -23,8 +23,11 @@ Timestamps are treated alike: a 64-bit value no ``datetime`` can hold (which
 pamqp also raises on) decodes to a :class:`RawTimestamp` and goes back as the
 same 64 bits.
 
-The decoders are plain functions so that any frame reader (aiormq's, through
-:func:`install`, or a faster one) reuses them instead of writing its own.
+The decoders are plain functions so that the bus's frame reader
+(:mod:`~messaging.transport.amqp.frame_reader`) and its codec for the other
+frames (:mod:`~messaging.transport.amqp.lenient`) reuse them. Nothing here
+touches pamqp's own codec tables: a plain aiormq or pamqp user in the same
+process keeps pamqp's strict UTF-8.
 """
 
 from __future__ import annotations
@@ -75,8 +78,7 @@ def decode_field_table(data: bytes) -> tuple[int, common.FieldTable]:
     """Decode one field table at the start of ``data``: (octets consumed, table).
 
     Keys are short strings decoded as by :func:`decode_short_str`; values
-    through pamqp's own table decoders (which come back here for nested
-    tables once :func:`install` has run).
+    as by :func:`decode_table_value` (nested tables and arrays come back here).
     """
     try:
         length = _LONG.unpack_from(data, 0)[0]
@@ -90,12 +92,50 @@ def decode_field_table(data: bytes) -> tuple[int, common.FieldTable]:
     while offset < end:
         consumed, key = decode_short_str(data[offset:end])
         offset += consumed
-        consumed, value = pamqp_decode.embedded_value(data[offset:end])
+        consumed, value = decode_table_value(data[offset:end])
         if consumed == 0:
             raise ValueError(f"Field table value missing for key {printable(key)}")
         offset += consumed
         table[key] = value
     return end, table
+
+
+def decode_field_array(data: bytes) -> tuple[int, common.FieldArray]:
+    """Decode one field array at the start of ``data``, as pamqp does, with our values."""
+    try:
+        length = _LONG.unpack_from(data, 0)[0]
+    except struct.error as err:
+        raise ValueError("Could not unpack data") from err
+    end = 4 + length
+    if end > len(data):
+        raise ValueError("Field array length exceeds available data")
+    offset = 4
+    items: list[common.FieldValue] = []
+    while offset < end:
+        consumed, value = decode_table_value(data[offset:end])
+        if consumed == 0:
+            raise ValueError("Field array value missing")
+        offset += consumed
+        items.append(value)
+    return end, items
+
+
+def decode_table_value(data: bytes) -> tuple[int, common.FieldValue]:
+    """Decode one tagged table value (pamqp's ``embedded_value``): (octets consumed, value).
+
+    Tables, arrays and timestamps decode here (leniently, at any depth); every
+    other type through pamqp's own decoder for its tag.
+    """
+    if not data:
+        return 0, None
+    decoder = _TABLE_DECODERS.get(data[0:1])
+    if decoder is None:
+        raise ValueError(f"Unknown type: {data[:1]!r}")
+    try:
+        consumed, value = decoder(data[1:])
+    except (struct.error, TypeError) as err:
+        raise ValueError("Could not unpack data") from err
+    return consumed + 1, value
 
 
 def decode_timestamp(data: bytes) -> tuple[int, datetime.datetime | RawTimestamp]:
@@ -165,21 +205,27 @@ def _first(item: tuple[str, Any]) -> str:
     return item[0]
 
 
-# -- wiring ------------------------------------------------------------------
+_TABLE_DECODERS: dict[bytes, Any] = {
+    **pamqp_decode.TABLE_MAPPING,  # a copy: pamqp's table is left as it is
+    b"F": decode_field_table,
+    b"A": decode_field_array,
+    b"T": decode_timestamp,
+}
+"""Table value decoders by tag: pamqp's, with tables, arrays and timestamps as above."""
 
+DECODERS: dict[str, Any] = {
+    **pamqp_decode.METHODS,
+    "shortstr": decode_short_str,
+    "table": decode_field_table,
+    "array": decode_field_array,
+    "timestamp": decode_timestamp,
+}
+"""Decoders by AMQP type name (pamqp's ``decode.METHODS``, with the ones above)."""
 
-def install() -> None:
-    """Make pamqp (and so aiormq) decode and encode short strings and tables as above.
-
-    pamqp looks its codecs up by AMQP type name in module tables; this
-    registers ours there. Valid UTF-8 decodes and encodes exactly as before;
-    only input pamqp would have refused is handled differently. Idempotent.
-    """
-    pamqp_decode.METHODS["shortstr"] = decode_short_str
-    pamqp_decode.METHODS["table"] = decode_field_table
-    pamqp_decode.TABLE_MAPPING[b"F"] = decode_field_table
-    pamqp_decode.METHODS["timestamp"] = decode_timestamp
-    pamqp_decode.TABLE_MAPPING[b"T"] = decode_timestamp
-    pamqp_encode.METHODS["shortstr"] = encode_short_str
-    pamqp_encode.METHODS["table"] = encode_field_table
-    pamqp_encode.METHODS["timestamp"] = encode_timestamp
+ENCODERS: dict[str, Any] = {
+    **pamqp_encode.METHODS,
+    "shortstr": encode_short_str,
+    "table": encode_field_table,
+    "timestamp": encode_timestamp,
+}
+"""Encoders by AMQP type name (pamqp's ``encode.METHODS``, with the ones above)."""

@@ -70,14 +70,22 @@ class MemoryDelivery:
 class MemoryConnection:
     """A connection to the process's broker named by ``memory://NAME``; never fails to open."""
 
-    def __init__(self, config: RabbitMQConfig, policy: RetryPolicy, purpose: str) -> None:
-        name = config.memory_broker
+    def __init__(
+        self,
+        config: RabbitMQConfig,
+        policy: RetryPolicy,
+        purpose: str,
+        *,
+        broker: memory.MemoryBroker | None = None,
+    ) -> None:
+        name = config.memory_broker if broker is None else broker.name
         if name is None:
-            raise ValueError("MemoryConnection needs RABBITMQ__URL=memory://[NAME]")
+            raise ValueError("MemoryConnection needs RABBITMQ__URL=memory://[NAME] or a broker")
         self.config = config
         self.policy = policy
         self._purpose = purpose
         self.broker_name = name
+        self._broker = broker  # given: this one; None: looked up by name on each use
         self._connection: memory.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[ReconnectListener] = []
@@ -94,7 +102,10 @@ class MemoryConnection:
 
     @property
     def broker(self) -> memory.MemoryBroker:
-        """The broker this connection reaches (looked up now: a test may have installed it)."""
+        """The broker this connection reaches: the one given, else looked up now by name
+        (a test may have installed it)."""
+        if self._broker is not None:
+            return self._broker
         return memory.get_broker(self.broker_name)
 
     @property
@@ -118,7 +129,8 @@ class MemoryConnection:
         connection.close_callbacks.append(self._closed_by_broker)
         self._connection = connection
         self._connected_at = time.monotonic()
-        log.info("%s connection open to %s", self._purpose, self.config.safe_url())
+        where = self.config.safe_url() if self._broker is None else f"memory://{self.broker_name}"
+        log.info("%s connection open to %s", self._purpose, where)
         return connection
 
     def _closed_by_broker(self, reason: BrokerError | None) -> None:
