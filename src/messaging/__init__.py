@@ -6,6 +6,7 @@ The synchronous classes the spec names live here; their asyncio twins are in
 
 from messaging.agent import BaseAgent
 from messaging.aio import hooks as _hooks
+from messaging.aio import pool_hooks as _pool_hooks
 from messaging.aio.envelope import Envelope, Outgoing
 from messaging.aio.handlers import RequestContext
 from messaging.aio.middleware import Middleware
@@ -46,6 +47,8 @@ from messaging.idempotency import Deduplicator, Idempotent, idempotent
 from messaging.metadata import MessageBuilder, create_metadata
 from messaging.ops import health as _health
 from messaging.publisher import EventPublisher
+from messaging.recorder import attach_if_enabled as _attach_recorder
+from messaging.recorder import close_recorders as _close_recorders
 from messaging.stores import RedisContextStore, RedisDeduplicator
 from messaging.subscriber import EventSubscriber
 from messaging.transport import (
@@ -62,6 +65,9 @@ _hooks.on_subscriber_started(_health.serve_and_watch)
 # ... and announces itself on the discovery exchange when DISCOVERY__ENABLED is true.
 _hooks.on_subscriber_started(_discovery.announce)
 _hooks.on_subscriber_stopping(_discovery.withdraw)
+# Every pool records to the flight recorder's stream when RECORDER__ENABLED=true.
+_pool_hooks.on_pool_created(_attach_recorder)
+_pool_hooks.on_pool_closing(_close_recorders)
 
 __all__ = [
     "AmqpTransport",

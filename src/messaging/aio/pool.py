@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Self
 
+from messaging.aio import pool_hooks
 from messaging.aio.middleware import Middleware, check
 from messaging.backoff import RetryPolicy
 from messaging.config import RabbitMQConfig, load_config
@@ -58,6 +59,7 @@ class AsyncConnectionPool:
         self.closed = False
         self.middlewares: tuple[Middleware, ...] = ()
         POOLS.track(self)
+        pool_hooks.pool_created(self)  # the flight recorder, when RECORDER__ENABLED
 
     def use(self, middleware: Middleware) -> Middleware:
         """Run ``middleware`` for every publisher and subscriber of this pool, before their own.
@@ -79,6 +81,7 @@ class AsyncConnectionPool:
         )
 
     async def close(self) -> None:
+        await pool_hooks.pool_closing(self)  # the flight recorder writes what it holds
         self.closed = True
         for connection in (self.publishing, self.consuming):
             await connection.close()

@@ -24,6 +24,7 @@ from messaging.cli._broker import (
     Broker,
     QueueInfo,
     UrlOption,
+    fail,
     open_broker,
     publish_confirmed,
     run,
@@ -39,6 +40,7 @@ from messaging.cli._letters import (
     why,
 )
 from messaging.cli._output import JsonOption, Output, safe, text
+from messaging.cli._selection import ErrorTypeOption, IdOption, Selection, SinceOption
 from messaging.cli._types import ImportOption, load_types
 from messaging.errors import ConnectionFailedError, PublishError, TopologyError
 from messaging.topology import dlq_name
@@ -178,8 +180,15 @@ class ReplayReport:
 
 
 async def replay_letters(
-    queue: str, limit: int | None, to_queue: bool, progress: Progress
+    queue: str,
+    limit: int | None,
+    to_queue: bool,
+    progress: Progress,
+    selection: Selection | None = None,
+    routing_key: str | None = None,
 ) -> ReplayReport:
+    if selection is not None and not selection.everything:
+        return await replay_selected(queue, limit, to_queue, progress, selection, routing_key)
     work, dlq = resolve(queue)
     async with open_broker() as broker:
         info = await require(broker, dlq)
@@ -196,7 +205,7 @@ async def replay_letters(
                 letter = await reader.get(dlq)
                 if letter is None:
                     break
-                problem = await replay_one(publisher, letter, work, to_queue, timeout)
+                problem = await replay_one(publisher, letter, work, to_queue, timeout, routing_key)
                 if problem is None:
                     reader.ack(letter.delivery_tag, letter.generation)
                     report.replayed += 1
@@ -210,10 +219,66 @@ async def replay_letters(
         return report
 
 
+async def replay_selected(
+    queue: str,
+    limit: int | None,
+    to_queue: bool,
+    progress: Progress,
+    selection: Selection,
+    routing_key: str | None,
+) -> ReplayReport:
+    """Replay the dead letters ``selection`` picks; every other one stays where it was.
+
+    Each dead letter present when it starts is looked at once (bounded by the
+    depth read first); those not picked, and those whose replay failed, are held
+    unacked on the reading channel and put back at the end.
+    """
+    work, dlq = resolve(queue)
+    async with open_broker() as broker:
+        info = await require(broker, dlq)
+        report = ReplayReport(dlq, 0)
+        reader = broker.reader("dlq-replay")
+        publisher = broker.confirmed("dlq-replay")
+        timeout = broker.config.publish_timeout
+        task = progress.add_task(f"replaying from {escape(safe(dlq))}", total=info.messages)
+        held: list[Delivery] = []
+        try:
+            for _ in range(info.messages):
+                if limit is not None and report.total >= limit:
+                    break
+                letter = await reader.get(dlq)
+                if letter is None:
+                    break
+                progress.advance(task)
+                if not selection.matches(letter):
+                    held.append(letter)
+                    continue
+                report.total += 1
+                problem = await replay_one(publisher, letter, work, to_queue, timeout, routing_key)
+                if problem is None:
+                    reader.ack(letter.delivery_tag, letter.generation)
+                    report.replayed += 1
+                else:
+                    held.append(letter)
+                    report.failed.append((str(letter.properties.message_id), problem))
+        finally:
+            for letter in held:
+                reader.nack(letter.delivery_tag, letter.generation, requeue=True)
+        return report
+
+
 async def replay_one(
-    publisher: Channel, letter: Delivery, work: str, to_queue: bool, timeout: float
+    publisher: Channel,
+    letter: Delivery,
+    work: str,
+    to_queue: bool,
+    timeout: float,
+    new_routing_key: str | None = None,
 ) -> str | None:
-    """Publish one dead letter again; None once confirmed, else why not."""
+    """Publish one dead letter again; None once confirmed, else why not.
+
+    ``new_routing_key``: to its original exchange, but with this key.
+    """
     if to_queue:
         target: tuple[str, str] | None = ("", work)
     else:
@@ -221,6 +286,8 @@ async def replay_one(
     if target is None:
         return "no x-chimera-original-* or x-death header says where it came from"
     exchange, routing_key = target
+    if new_routing_key is not None:
+        routing_key = new_routing_key
     try:
         await publish_confirmed(
             publisher,
@@ -252,6 +319,17 @@ def replay(
             "receive it again.",
         ),
     ] = False,
+    routing_key: Annotated[
+        str | None,
+        typer.Option(
+            "--routing-key",
+            help="Send each to its original exchange with this routing key instead (to a "
+            "fixed agent, or a key no longer bound to the failing one).",
+        ),
+    ] = None,
+    ids: IdOption = None,
+    error_types: ErrorTypeOption = None,
+    since: SinceOption = None,
     yes: YesOption = False,
     url: UrlOption = None,
 ) -> None:
@@ -260,20 +338,31 @@ def replay(
     Each one keeps its properties (message id, correlation id, type, headers
     minus x-death), is published with confirms and mandatory, and is removed
     from the DLQ only after the broker confirmed it. A returned or nacked one
-    stays in the DLQ and is listed; the exit code is then 1.
+    stays in the DLQ and is listed; the exit code is then 1. --id,
+    --error-type and --since pick which ones (all given must hold); the others
+    stay in the DLQ.
     """
     out = Output()
+    if to_queue and routing_key is not None:
+        fail("--to-queue and --routing-key say two different places: give one")
+    selection = select(ids, error_types, since)
     if not yes:
-        info = run(depth(queue))
+        info, picked = run(count_selected(queue, selection))
         if info.messages == 0:
             out.line(f"{info.name} is empty")
             return
-        count = info.messages if limit is None else min(limit, info.messages)
+        if picked == 0:
+            out.line(f"{info.name}: no dead letter matches ({selection.describe()})")
+            return
+        count = picked if limit is None else min(limit, picked)
+        which = "" if selection.everything else f" matching {selection.describe()}"
         typer.confirm(
-            f"Replay {count} of {info.messages} dead letter(s) from {info.name}?", abort=True
+            f"Replay {count}{which} of {info.messages} dead letter(s) from {info.name}"
+            f"{'' if routing_key is None else f' with routing key {safe(routing_key)}'}?",
+            abort=True,
         )
     with Progress(console=out.errors, transient=True) as progress:
-        report = run(replay_letters(queue, limit, to_queue, progress))
+        report = run(replay_letters(queue, limit, to_queue, progress, selection, routing_key))
     out.line(f"replayed {report.replayed} of {report.total} from {report.dlq}")
     if report.failed:
         out.table(["message_id", "left in the DLQ because"], report.failed)
@@ -285,22 +374,66 @@ async def depth(queue: str) -> QueueInfo:
         return await require(broker, resolve(queue)[1])
 
 
-async def purge_queue(queue: str) -> int:
+def select(ids: list[str] | None, error_types: list[str] | None, since: str | None) -> Selection:
+    try:
+        return Selection.of(ids, error_types, since)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+async def count_selected(queue: str, selection: Selection) -> tuple[QueueInfo, int]:
+    """The DLQ and how many of its dead letters ``selection`` picks (all read, all put back)."""
+    if selection.everything:
+        info = await depth(queue)
+        return info, info.messages
+    info, letters = await peek(queue, limit=10**9)
+    return info, sum(selection.matches(letter) for letter in letters)
+
+
+async def purge_queue(queue: str, selection: Selection | None = None) -> int:
     _, dlq = resolve(queue)
     async with open_broker() as broker:
-        await require(broker, dlq)
-        return await broker.inspector.purge_queue(dlq)
+        info = await require(broker, dlq)
+        if selection is None or selection.everything:
+            return await broker.inspector.purge_queue(dlq)
+        reader = broker.reader("dlq-purge")
+        held: list[Delivery] = []
+        purged = 0
+        try:
+            for _ in range(info.messages):  # each present dead letter looked at once
+                letter = await reader.get(dlq)
+                if letter is None:
+                    break
+                if selection.matches(letter):
+                    reader.ack(letter.delivery_tag, letter.generation)
+                    purged += 1
+                else:
+                    held.append(letter)
+        finally:
+            for letter in held:
+                reader.nack(letter.delivery_tag, letter.generation, requeue=True)
+        return purged
 
 
 @app.command()
-def purge(queue: QueueArg, yes: YesOption = False, url: UrlOption = None) -> None:
-    """Delete every dead letter in the DLQ (asks first unless --yes)."""
+def purge(
+    queue: QueueArg,
+    ids: IdOption = None,
+    error_types: ErrorTypeOption = None,
+    since: SinceOption = None,
+    yes: YesOption = False,
+    url: UrlOption = None,
+) -> None:
+    """Delete the dead letters in the DLQ: all, or those --id, --error-type and --since
+    pick (asks first unless --yes)."""
     _, dlq = resolve(queue)
+    selection = select(ids, error_types, since)
     if not yes:
-        info = run(depth(queue))
+        info, picked = run(count_selected(queue, selection))
+        which = "all" if selection.everything else f"{picked} matching {selection.describe()} of"
         typer.confirm(
-            f"Delete all {info.messages} dead letter(s) in {dlq}? They cannot be recovered",
+            f"Delete {which} {info.messages} dead letter(s) in {dlq}? They cannot be recovered",
             abort=True,
         )
-    purged = run(purge_queue(queue))
+    purged = run(purge_queue(queue, selection))
     Output().line(f"purged {purged} dead letter(s) from {dlq}")

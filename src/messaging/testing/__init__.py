@@ -13,5 +13,6 @@ async agent.
 """
 
 from messaging.testing.bus import DeadLetter, MemoryBus, Stored
+from messaging.testing.replay import Conversation, Hop, HopWatcher
 
-__all__ = ["DeadLetter", "MemoryBus", "Stored"]
+__all__ = ["Conversation", "DeadLetter", "Hop", "HopWatcher", "MemoryBus", "Stored"]

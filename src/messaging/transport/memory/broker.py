@@ -3,7 +3,8 @@
 Exchanges (direct, topic, fanout, headers, the default exchange), bindings,
 queues with their arguments (dead-lettering, TTL, max length and overflow,
 queue type), passive declares, the equivalence check on redeclare, prefetch,
-ack/nack/reject with requeue and ``redelivered``, dead-lettering with
+ack/nack/reject with requeue and ``redelivered``, stream queues (offsets and
+retention, :mod:`.streamlog`), dead-lettering with
 ``x-death``, per-queue and per-message TTL, mandatory returns, publisher
 confirms, direct reply-to, consumer cancel notifications when a queue is
 deleted, and unacked messages coming back when a channel or connection closes.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -52,6 +54,7 @@ from messaging.transport.memory.model import (
     stored_copy,
 )
 from messaging.transport.memory.settings import QueueSettings
+from messaging.transport.memory.streamlog import StreamLog
 
 log = logging.getLogger("messaging.memory")
 
@@ -78,6 +81,8 @@ class Consumer:
     on_message: DeliveryCallback
     on_cancel: CancelCallback | None
     unacked: int = 0
+    cursor: int = 0
+    """Streams: the offset of the next message to deliver."""
 
     @property
     def has_room(self) -> bool:
@@ -99,6 +104,8 @@ class Queue:
     had_consumers: bool = False
     timer: Timer | None = None
     next_consumer: int = 0
+    stream: StreamLog | None = None
+    """The log of a stream queue (``x-queue-type=stream``); None for the others."""
 
     @property
     def exclusive(self) -> bool:
@@ -139,6 +146,8 @@ class MemoryBroker:
     def __init__(self, name: str = "", *, clock: Clock | None = None) -> None:
         self.name = name
         self.clock: Clock = clock if clock is not None else system_clock()
+        self.epoch = time.time() - self.clock.now()
+        """Wall time (Unix seconds) when the clock read 0: streams stamp messages with it."""
         self.lock = threading.RLock()
         self._exchanges = predeclared()
         self._queues: dict[str, Queue] = {}
@@ -192,9 +201,12 @@ class MemoryBroker:
                 for entry in channel._unacked.values()
                 if entry.queue is queue
             )
-            return QueueState(
-                name, len(queue.ready), unacked, len(queue.consumers), dict(queue.arguments)
-            )
+            ready = len(queue.stream) if queue.stream is not None else len(queue.ready)
+            return QueueState(name, ready, unacked, len(queue.consumers), dict(queue.arguments))
+
+    def wall_now(self) -> datetime:
+        """Now on the broker's clock, as the time of day (what streams stamp messages with)."""
+        return datetime.fromtimestamp(self.epoch + self.clock.now(), UTC)
 
     def queue_names(self) -> list[str]:
         with self.lock:
@@ -275,6 +287,9 @@ class MemoryBroker:
     def _enqueue(self, queue: Queue, message: Message) -> bool:
         """Store a copy in ``queue``; False when its overflow policy refused it."""
         s = queue.settings
+        if queue.stream is not None:
+            self._append(queue, queue.stream, message)
+            return True
         size = len(message.body)
         full = (s.max_length is not None and len(queue.ready) >= s.max_length) or (
             s.max_length_bytes is not None and queue.ready_bytes + size > s.max_length_bytes
@@ -304,6 +319,16 @@ class MemoryBroker:
                 self._dead_letter(queue, self._pop(queue), "maxlen")
         self._dispatch(queue)
         return True
+
+    def _append(self, queue: Queue, stream: StreamLog, message: Message) -> None:
+        copy = Message(
+            message.body,
+            stored_copy(message.properties),
+            message.exchange,
+            list(message.routing_keys),
+        )
+        stream.append(Queued(copy, None, position=next(self._positions)), self.clock.now())
+        self._dispatch(queue)
 
     def _pop(self, queue: Queue) -> Queued:
         queued = queue.ready.popleft()
@@ -421,6 +446,9 @@ class MemoryBroker:
 
     def _dispatch(self, queue: Queue) -> None:
         """Hand ready messages to consumers with room, round-robin, as RabbitMQ does."""
+        if queue.stream is not None:
+            self._dispatch_stream(queue, queue.stream)
+            return
         self._expire(queue)
         while queue.ready and queue.consumers:
             consumer = self._next_consumer(queue)
@@ -430,6 +458,28 @@ class MemoryBroker:
             consumer.channel._deliver(consumer, queue, queued)
             self._expire(queue)
         self._arm(queue)
+
+    def _dispatch_stream(self, queue: Queue, stream: StreamLog) -> None:
+        """Each consumer reads on from its own offset, as far as its prefetch lets it."""
+        for consumer in list(queue.consumers):
+            while consumer.has_room and consumer in queue.consumers:
+                consumer.cursor = max(consumer.cursor, stream.first_offset)
+                entry = stream.at(consumer.cursor)
+                if entry is None:
+                    break
+                consumer.cursor += 1
+                queued = entry.queued
+                headers = {**(queued.message.properties.headers or {})}
+                headers["x-stream-offset"] = entry.offset
+                properties = stored_copy(queued.message.properties)
+                properties.headers = headers
+                delivered = Message(
+                    queued.message.body,
+                    properties,
+                    queued.message.exchange,
+                    queued.message.routing_keys,
+                )
+                consumer.channel._deliver(consumer, queue, Queued(delivered, None))
 
     def _next_consumer(self, queue: Queue) -> Consumer | None:
         if queue.settings.single_active_consumer:
@@ -666,7 +716,8 @@ class Channel:
             if passive:
                 queue = broker._queue(name, self.connection)
                 broker._expire(queue)
-                return DeclareOk(name, len(queue.ready), len(queue.consumers))
+                ready = len(queue.stream) if queue.stream is not None else len(queue.ready)
+                return DeclareOk(name, ready, len(queue.consumers))
             if name == "":
                 name = f"amq.gen-{uuid.uuid4().hex[:22]}"
             elif name.startswith("amq."):
@@ -696,6 +747,7 @@ class Channel:
                 auto_delete,
                 args,
                 settings,
+                stream=_stream_log(settings, broker.epoch),
             )
             return DeclareOk(name, 0, 0)
 
@@ -827,8 +879,12 @@ class Channel:
         exclusive: bool = False,
         consumer_tag: str | None = None,
         on_cancel: CancelCallback | None = None,
+        arguments: Mapping[str, Any] | None = None,
     ) -> str:
-        """Start a consumer; ``on_cancel(tag)`` hears the broker cancel it (queue deleted)."""
+        """Start a consumer; ``on_cancel(tag)`` hears the broker cancel it (queue deleted).
+
+        ``arguments``: ``x-stream-offset`` says where a consumer of a stream queue starts.
+        """
         with self._operation():
             broker = self.broker
             tag = consumer_tag or f"amq.ctag-{uuid.uuid4().hex[:22]}"
@@ -850,11 +906,26 @@ class Channel:
             consumer = Consumer(
                 tag, found, self, no_ack, exclusive, self.prefetch, on_message, on_cancel
             )
+            if found.stream is not None:
+                consumer.cursor = self._stream_start(found, found.stream, no_ack, arguments)
             self._consumers[tag] = consumer
             found.consumers.append(consumer)
             found.had_consumers = True
             broker._dispatch(found)
             return tag
+
+    def _stream_start(
+        self, queue: Queue, stream: StreamLog, no_ack: bool, arguments: Mapping[str, Any] | None
+    ) -> int:
+        """Where a new consumer of ``queue`` starts; refused as RabbitMQ refuses it."""
+        where = f"queue '{queue.name}' in vhost '/'"
+        if no_ack:
+            raise NotImplementedFeatureError(
+                f"automatic acknowledgement not supported by stream queues {where}"
+            )
+        if self.prefetch == 0:
+            raise PreconditionFailedError(f"consumer prefetch count is not set for '{where}'")
+        return stream.start(queue.name, (arguments or {}).get("x-stream-offset", "next"))
 
     def basic_cancel(self, consumer_tag: str) -> None:
         with self._operation():
@@ -870,6 +941,10 @@ class Channel:
         with self._operation():
             broker = self.broker
             found = broker._queue(queue, self.connection)
+            if found.stream is not None:
+                raise NotImplementedFeatureError(
+                    f"basic.get not supported by stream queues queue '{queue}' in vhost '/'"
+                )
             broker._expire(found)
             if not found.ready:
                 return None
@@ -914,6 +989,14 @@ class Channel:
 
     def _settle(self, tags: list[int], outcome: str) -> None:
         broker = self.broker
+        if outcome == "dead" or (outcome == "requeue" and self.is_open):
+            for tag in tags:
+                queue = self._unacked[tag].queue
+                if queue.stream is not None:
+                    raise NotImplementedFeatureError(
+                        f"basic.nack and basic.reject not supported by stream queues queue "
+                        f"'{queue.name}' in vhost '/'"
+                    )
         touched: dict[int, Queue] = {}
         returned: dict[int, list[Queued]] = {}
         for tag in tags:
@@ -922,8 +1005,8 @@ class Channel:
                 entry.consumer.unacked -= 1
             queue = entry.queue
             touched[id(queue)] = queue
-            if queue.deleted or outcome == "ack":
-                continue
+            if queue.deleted or outcome == "ack" or queue.stream is not None:
+                continue  # a stream keeps every message; an ack only frees prefetch room
             if outcome == "requeue":
                 returned.setdefault(id(queue), []).append(entry.queued)
             else:
@@ -1042,6 +1125,17 @@ def _delivery(
         consumer_tag=consumer_tag,
         channel=channel,
         message_count=message_count,
+    )
+
+
+def _stream_log(settings: QueueSettings, epoch: float) -> StreamLog | None:
+    if settings.queue_type != "stream":
+        return None
+    return StreamLog(
+        max_age=settings.max_age,
+        max_bytes=settings.max_length_bytes,
+        segment_bytes=settings.segment_bytes,
+        epoch=epoch,
     )
 
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from messaging.transport.memory.errors import NotImplementedFeatureError, PreconditionFailedError
+from messaging.transport.memory.streamlog import parse_max_age
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
-QUEUE_TYPES = ("classic", "quorum")
+QUEUE_TYPES = ("classic", "quorum", "stream")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class QueueSettings:
     single_active_consumer: bool = False
     """Only the oldest consumer gets messages; the next takes over when it goes."""
     dead_letter_strategy: str = "at-most-once"
+    max_age: float | None = None
+    """Streams: seconds (``x-max-age``)."""
+    segment_bytes: int | None = None
+    """Streams: ``x-stream-max-segment-size-bytes``."""
 
     @classmethod
     def parse(
@@ -77,13 +82,21 @@ class QueueSettings:
         if overflow not in OVERFLOW_MODES:
             raise invalid("x-overflow", f'{{unacceptable_value,<<"{overflow}">>}}')
         queue_type = text("x-queue-type") or "classic"
-        if queue_type == "stream":
-            raise NotImplementedFeatureError(
-                f"stream queues (queue '{name}') are not supported by the in-memory broker"
-            )
         if queue_type not in QUEUE_TYPES:
             raise invalid("x-queue-type", f'{{unacceptable_value,<<"{queue_type}">>}}')
-        if queue_type == "quorum":
+        max_age: float | None = None
+        if queue_type == "stream":
+            if "x-message-ttl" in arguments:
+                raise PreconditionFailedError(
+                    f"invalid arg 'x-message-ttl' for queue '{name}' in vhost '/' of queue type "
+                    f"rabbit_stream_queue"
+                )
+            age = text("x-max-age")
+            if age is not None:
+                max_age = parse_max_age(age)
+                if max_age is None:
+                    raise invalid("x-max-age", "invalid_max_age")
+        if queue_type in ("quorum", "stream"):
             for prop, bad in (("non-durable", not durable), ("exclusive-owner", exclusive)):
                 if bad:
                     raise PreconditionFailedError(
@@ -113,4 +126,6 @@ class QueueSettings:
             delivery_limit=limit if queue_type == "quorum" else None,
             single_active_consumer=single,
             dead_letter_strategy=strategy,
+            max_age=max_age,
+            segment_bytes=non_negative_int("x-stream-max-segment-size-bytes"),
         )

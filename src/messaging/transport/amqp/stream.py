@@ -1,0 +1,58 @@
+"""Reading a RabbitMQ stream queue from an offset (see :mod:`messaging.transport.stream`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+import aiormq.exceptions as amqp_errors
+
+from messaging.backoff import RetryPolicy
+from messaging.config import RabbitMQConfig
+from messaging.errors import TopologyMissingError
+from messaging.transport.amqp.connection import SupervisedConnection
+from messaging.transport.stream_message import Offset, StreamMessage
+
+
+async def read_amqp_stream(
+    config: RabbitMQConfig, stream: str, offset: Offset, *, idle: float, prefetch: int
+) -> AsyncIterator[StreamMessage]:
+    connection = SupervisedConnection(config, RetryPolicy(max_retries=1), "stream-read")
+    try:
+        raw = await connection.get()
+        channel = await raw.channel()
+        await channel.set_qos(prefetch_count=prefetch)  # RabbitMQ requires one for streams
+        try:
+            queue = await channel.declare_queue(stream, passive=True)
+        except amqp_errors.ChannelNotFoundEntity:
+            raise TopologyMissingError(f"there is no stream {stream!r} on the broker") from None
+        arrived: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+        tag = await queue.consume(arrived.put, arguments={"x-stream-offset": _argument(offset)})
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(arrived.get(), idle)
+                except TimeoutError:
+                    return
+                await message.ack()  # manual acks, as RabbitMQ requires; they move the credit
+                yield StreamMessage(message.body, _offset_of(message.headers), message.timestamp)
+        finally:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+    finally:
+        await connection.close()
+
+
+def _argument(offset: Offset) -> Any:
+    if isinstance(offset, datetime):
+        return offset  # sent as an AMQP timestamp
+    return offset
+
+
+def _offset_of(headers: dict[str, Any]) -> int | None:
+    value = headers.get("x-stream-offset")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
