@@ -68,6 +68,7 @@ class Weather:
     exchange: str
     queue: str
     yielded: Counter[str] = field(default_factory=Counter)
+    deadlines: dict[str, float | None] = field(default_factory=dict)
     stopped: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -77,6 +78,7 @@ class Weather:
 
         @self.agent.handler("weather.fail")
         def fail(request: pb.QueryRequest, ctx: RequestContext) -> pb.QueryResponse:
+            self.deadlines[ctx.correlation_id or ""] = ctx.deadline
             raise ValueError(f"no weather for {request.query}")
 
         @self.agent.handler("weather.count")
@@ -206,6 +208,8 @@ def test_a_node_client_reads_errors_streams_and_cancels(node: str, weather: Weat
     error = run.one("error")
     correlation_id = error["correlation_id"]
     assert error["reply_correlation_id"] == correlation_id
+    # The deadline Node wrote (a 64-bit header) is the one the handler was given.
+    assert weather.deadlines[correlation_id] == pytest.approx(error["deadline_ms"] / 1000, abs=1e-3)
     assert error["type"] == "chimera.error"
     assert error["content_type"] == "application/json"
     assert error["headers"] == {

@@ -129,8 +129,10 @@ async function waitForTheTest() {
   if (line.done) throw new Error('stdin closed: the test has gone');
 }
 
-async function request(channel, replies, routingKey, body, extraHeaders) {
+// Publishes a request; its correlation id and deadline (ms since the epoch).
+function request(channel, replies, routingKey, body, extraHeaders) {
   const correlationId = crypto.randomUUID();
+  const deadline = Date.now() + args.timeout_ms;
   replies.expect(correlationId);
   // No `type` property, as many clients send: the body (non-empty) is the message.
   channel.publish(args.exchange, routingKey, body, {
@@ -138,9 +140,9 @@ async function request(channel, replies, routingKey, body, extraHeaders) {
     replyTo: DIRECT_REPLY_TO,
     contentType: 'application/x-protobuf',
     expiration: String(args.timeout_ms),
-    headers: { [H.deadline]: Date.now() + args.timeout_ms, ...extraHeaders },
+    headers: { [H.deadline]: deadline, ...extraHeaders },
   });
-  return correlationId;
+  return { correlationId, deadline };
 }
 
 // A control message (credit or cancel) for the responder's instance. It goes on the
@@ -156,7 +158,7 @@ function tell(channel, control, correlationId, type, headers) {
 }
 
 async function askAndFail(channel, replies) {
-  const correlationId = await request(
+  const { correlationId, deadline } = request(
     channel,
     replies,
     args.fail_key,
@@ -169,6 +171,7 @@ async function askAndFail(channel, replies) {
   emit({
     event: 'error',
     correlation_id: correlationId,
+    deadline_ms: deadline,
     reply_correlation_id: props.correlationId,
     type: props.type,
     content_type: props.contentType,
@@ -184,7 +187,7 @@ async function askAndFail(channel, replies) {
 // Reads a whole stream of `count` items with a window; credit is granted as items
 // are read, half a window at a time.
 async function readStream(channel, replies, count, window, stopAfter) {
-  const correlationId = await request(
+  const { correlationId } = request(
     channel,
     replies,
     args.stream_key,
