@@ -13,6 +13,15 @@ name, bytes in base64, well-known types in their own JSON form (a
 ``Timestamp`` is an RFC 3339 string). On the wire a body is the binary protobuf
 encoding, as each message's ``contentType`` and ``x-protobuf-type`` say.
 
+A typed handler (``@agent.handler(key)``) answers: its receive operation has
+a ``reply`` on the caller's direct reply-to address, whose messages are the
+handler's reply type (its return annotation), or for a streaming handler
+each item (``x-conversation-stream: item``) and the end marker
+(``chimera.end``), and in both cases the error reply (``chimera.error``:
+``x-chimera-error-*`` headers and a JSON body). Its request carries the
+conversation headers (deadline, stream window), and the agent's control
+address (``chimera.credit``, ``chimera.cancel``) has a channel of its own.
+
 The servers are the broker nodes the configuration names (one per
 ``RABBITMQ__URL`` entry), with their ports filled in.
 
@@ -34,8 +43,24 @@ from typing import Any
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from messaging.aio.agent import MAX_WINDOW
+from messaging.aio.rpc import DIRECT_REPLY_TO
 from messaging.config import BrokerNode, RabbitMQConfig
 from messaging.errors import ConfigurationError
+from messaging.headers import (
+    CANCEL_TYPE,
+    CONTROL,
+    CREDIT,
+    CREDIT_TYPE,
+    DEADLINE,
+    ERROR_MESSAGE,
+    ERROR_REPLY,
+    ERROR_TYPE,
+    FAILED_AGENT,
+    STREAM,
+    STREAM_END,
+    STREAM_ITEM,
+)
 from messaging.serialization import CONTENT_TYPE
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -131,6 +156,15 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
+class Answers:
+    """How a typed handler answers a request: with what, and whether as a stream."""
+
+    reply: type[Message] | None
+    """The reply's class (a stream's item class); None: the handler sends no reply."""
+    streams: bool = False
+
+
+@dataclass(frozen=True)
 class AgentShape:
     """What the document needs to know about one agent."""
 
@@ -141,6 +175,8 @@ class AgentShape:
     bindings: tuple[str, ...]
     receives: Mapping[str, type[Message]]
     sends: Mapping[str, type[Message]] = field(default_factory=dict)
+    answers: Mapping[str, Answers] = field(default_factory=dict)
+    """Routing key pattern of each typed handler -> how it answers."""
 
 
 def describe(agent: Any) -> AgentShape:
@@ -163,7 +199,24 @@ def describe(agent: Any) -> AgentShape:
         bindings=tuple(agent.routing_keys),
         receives=receives,
         sends=sends,
+        answers=_answers(agent),
     )
+
+
+def _answers(agent: Any) -> dict[str, Answers]:
+    """How each of ``agent``'s typed handlers answers (``agent.agent.handlers``)."""
+    handlers = getattr(getattr(agent, "agent", None), "handlers", None)
+    if not handlers:
+        return {}
+    reply_types = handlers.reply_types()
+    answers: dict[str, Answers] = {}
+    for pattern in handlers.routing_key_map():
+        # Looked up by its own pattern: an exact key finds its handler; a wildcard one
+        # could find an earlier pattern that matches its text, hence the check.
+        handler = handlers.lookup(pattern)
+        streams = handler is not None and handler.pattern == pattern and handler.streams
+        answers[pattern] = Answers(reply_types.get(pattern), streams)
+    return answers
 
 
 def import_target(spec: str) -> Any:
@@ -265,6 +318,127 @@ def _servers(nodes: tuple[BrokerNode, ...]) -> dict[str, Any]:
     return servers
 
 
+# -- conversations: what the bus itself sends and reads (messaging.headers) ---------------
+
+_MAX_CREDIT = 2**20
+"""The most credit one message may grant (``ControlDesk`` ignores more)."""
+_CORRELATION_ID = {
+    "location": "$message.header#/correlation_id",
+    "description": "The AMQP correlation_id property: the request's.",
+}
+
+
+@dataclass(frozen=True)
+class _Schema:
+    key: str
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Marker:
+    type: str
+    name: str
+    summary: str
+    headers: _Schema
+    payload: _Schema | None = None
+
+
+def _headers(key: str, required: list[str], **properties: dict[str, Any]) -> _Schema:
+    """The AMQP headers table of a conversation message (other headers may be there too)."""
+    return _Schema(
+        f"chimera.conversation.{key}",
+        {"type": "object", "required": required, "properties": properties},
+    )
+
+
+_CONTROL_HEADER = {
+    "type": "string",
+    "description": "The queue of the agent instance answering: where credit and cancels go "
+    "(on the default exchange).",
+}
+_REQUEST_HEADERS = _headers(
+    "RequestHeaders",
+    [],
+    **{
+        DEADLINE: {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 0,
+            "description": "When the caller stops waiting, in milliseconds since the epoch. "
+            "A request past it is acked unhandled.",
+        },
+        STREAM: {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_WINDOW,
+            "description": "The caller reads a stream: how many replies may be unread at once "
+            "(the window). Grant more with chimera.credit as replies are read. Without "
+            "it, a streaming handler sends only its first reply.",
+        },
+    },
+)
+_ITEM_HEADERS = _headers(
+    "StreamItemHeaders",
+    [STREAM, CONTROL],
+    **{STREAM: {"const": STREAM_ITEM}, CONTROL: _CONTROL_HEADER},
+)
+_END = _Marker(
+    "chimera.end",
+    "StreamEnd",
+    "The end of a stream: every reply has been sent.",
+    _headers(
+        "StreamEndHeaders",
+        [STREAM, CONTROL],
+        **{STREAM: {"const": STREAM_END}, CONTROL: _CONTROL_HEADER},
+    ),
+)
+_ERROR = _Marker(
+    ERROR_REPLY,
+    "ErrorReply",
+    "The agent gave up on the request (its handler raised, or the request could not be "
+    "decoded); it also ends a stream.",
+    _headers(
+        "ErrorHeaders",
+        [ERROR_TYPE, ERROR_MESSAGE, FAILED_AGENT],
+        **{
+            ERROR_TYPE: {"type": "string", "description": "The error's class, module.qualname."},
+            ERROR_MESSAGE: {"type": "string"},
+            FAILED_AGENT: {"type": "string", "description": "The agent that gave up."},
+            CONTROL: _CONTROL_HEADER,
+        },
+    ),
+    _Schema(
+        "chimera.conversation.ErrorReply",
+        {
+            "type": "object",
+            "required": ["error_type", "message", "agent", "correlation_id"],
+            "properties": {
+                "error_type": {"type": "string"},
+                "message": {"type": "string"},
+                "agent": {"type": "string"},
+                "correlation_id": {"type": "string"},
+            },
+        },
+    ),
+)
+_CREDIT = _Marker(
+    CREDIT_TYPE,
+    "StreamCredit",
+    "The caller read replies of a stream: the agent may send this many more.",
+    _headers(
+        "CreditHeaders",
+        [CREDIT],
+        **{CREDIT: {"type": "integer", "minimum": 1, "maximum": _MAX_CREDIT}},
+    ),
+)
+_CANCEL = _Marker(
+    CANCEL_TYPE,
+    "Cancel",
+    "The caller gave up on the request with this correlation_id: the agent stops working on it.",
+    _headers("CancelHeaders", []),
+)
+
+
 class _Builder:
     def __init__(self) -> None:
         self.channels: dict[str, Any] = {}
@@ -276,7 +450,8 @@ class _Builder:
         for action, routes in (("receive", shape.receives), ("send", shape.sends)):
             for routing_key, cls in routes.items():
                 channel = self._channel(shape.exchange, routing_key)
-                message = self._message(cls)
+                answers = shape.answers.get(routing_key) if action == "receive" else None
+                message = self._message(cls) if answers is None else self._request(cls)
                 self.channels[channel]["messages"][message] = {
                     "$ref": f"#/components/messages/{message}"
                 }
@@ -295,10 +470,137 @@ class _Builder:
                         f"retried, then dead-lettered to {shape.queue + '.dlq'!r}."
                     )
                     operation["x-chimera-queue"] = shape.queue
+                if answers is not None:
+                    operation["reply"] = self._reply(channel, answers)
                 self.operations[_key(f"{shape.name}.{action}.{routing_key}")] = operation
+        if shape.answers:
+            self._control(shape)
+
+    # -- conversations (typed handlers) ------------------------------------------------
+
+    def _request(self, cls: type[Message]) -> str:
+        """A request to a typed handler: the message, with the conversation headers."""
+        key = self._message(cls) + ".request"
+        if key not in self.messages:
+            self.messages[key] = {
+                **self.messages[self._message(cls)],
+                "name": f"{cls.DESCRIPTOR.name}Request",
+                "summary": f"{cls.DESCRIPTOR.full_name}, as a request to a typed handler",
+                "headers": self._conversation_schema(_REQUEST_HEADERS),
+            }
+        return key
+
+    def _reply(self, channel: str, answers: Answers) -> dict[str, Any]:
+        """The operation's ``reply``: what comes back on the caller's reply-to address."""
+        replies = self._conversation_channel(
+            f"{channel}.reply",
+            "The caller's reply-to address: RabbitMQ direct reply-to (consume "
+            f"{DIRECT_REPLY_TO!r} with no-ack, publish with that reply_to); the agent "
+            "publishes each reply to the default exchange, with the request's correlation_id.",
+            {"is": "queue", "queue": {"name": DIRECT_REPLY_TO, "exclusive": True}},
+        )
+        if answers.streams and answers.reply is not None:
+            messages = [self._stream_item(answers.reply), self._marker(_END)]
+        elif answers.reply is not None:
+            messages = [self._message(answers.reply)]
+        else:
+            messages = []  # no reply; an error reply still comes
+        messages.append(self._marker(_ERROR))
+        for message in messages:
+            self.channels[replies]["messages"][message] = {
+                "$ref": f"#/components/messages/{message}"
+            }
+        return {
+            "address": {
+                "location": "$message.header#/reply_to",
+                "description": "The request's AMQP reply_to property.",
+            },
+            "channel": {"$ref": f"#/channels/{replies}"},
+            "messages": [{"$ref": f"#/channels/{replies}/messages/{m}"} for m in messages],
+        }
+
+    def _stream_item(self, cls: type[Message]) -> str:
+        key = self._message(cls) + ".stream-item"
+        if key not in self.messages:
+            self.messages[key] = {
+                **self.messages[self._message(cls)],
+                "name": f"{cls.DESCRIPTOR.name}StreamItem",
+                "summary": f"One reply of a stream of {cls.DESCRIPTOR.full_name}",
+                "headers": self._conversation_schema(_ITEM_HEADERS),
+                "correlationId": _CORRELATION_ID,
+            }
+        return key
+
+    def _control(self, shape: AgentShape) -> None:
+        """The channel of the agent's control address, and its receive operation."""
+        control = self._conversation_channel(
+            f"{shape.name}.control",
+            f"{shape.name}'s control address: the queue of one agent instance, named by "
+            f"{CONTROL} on its replies, published to on the default exchange. Before the "
+            f"first reply a cancel may go to the topic exchange {shape.exchange + '.control'!r} "
+            "with the request's routing key instead. A control message is believed only "
+            "when its reply_to is the request's own direct reply-to address: publish it on "
+            f"the channel that consumes {DIRECT_REPLY_TO!r}, with that reply_to.",
+            {"is": "queue", "queue": {"exclusive": True, "autoDelete": True, "durable": False}},
+        )
+        messages = [self._marker(_CREDIT), self._marker(_CANCEL)]
+        for message in messages:
+            self.channels[control]["messages"][message] = {
+                "$ref": f"#/components/messages/{message}"
+            }
+        self.operations[_key(f"{shape.name}.receive.control")] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{control}"},
+            "messages": [{"$ref": f"#/channels/{control}/messages/{m}"} for m in messages],
+            "summary": f"{shape.name} takes stream credit and cancels from its callers",
+            "bindings": {"amqp": {"ack": False, "bindingVersion": AMQP_BINDING_VERSION}},
+        }
+
+    def _conversation_channel(self, name: str, description: str, binding: dict[str, Any]) -> str:
+        """A channel whose address is known only at run time (``address: null``)."""
+        key = _key(name)
+        if self.channels.get(key, {}).get("address") is not None:
+            raise _clash(key)
+        self.channels.setdefault(
+            key,
+            {
+                "address": None,
+                "description": description,
+                "messages": {},
+                "bindings": {"amqp": {**binding, "bindingVersion": AMQP_BINDING_VERSION}},
+            },
+        )
+        return key
+
+    def _marker(self, marker: _Marker) -> str:
+        """A message the bus itself defines (error reply, end of stream, control)."""
+        if marker.type not in self.messages:
+            message: dict[str, Any] = {
+                "name": marker.name,
+                "title": marker.type,
+                "summary": marker.summary,
+                "headers": self._conversation_schema(marker.headers),
+                "correlationId": _CORRELATION_ID,
+                "bindings": {
+                    "amqp": {"messageType": marker.type, "bindingVersion": AMQP_BINDING_VERSION}
+                },
+            }
+            if marker.payload is None:
+                message["description"] = "No body."
+            else:
+                message["contentType"] = "application/json"
+                message["payload"] = self._conversation_schema(marker.payload)
+            self.messages[marker.type] = message
+        return marker.type
+
+    def _conversation_schema(self, schema: _Schema) -> dict[str, Any]:
+        self.schemas.setdefault(schema.key, schema.schema)
+        return {"$ref": f"#/components/schemas/{schema.key}"}
 
     def _channel(self, exchange: str, routing_key: str) -> str:
         key = _key(routing_key if exchange == "chimera.events" else f"{exchange}.{routing_key}")
+        if key in self.channels and self.channels[key]["address"] is None:
+            raise _clash(key)
         if key not in self.channels:
             self.channels[key] = {
                 "address": routing_key,
@@ -443,6 +745,13 @@ def _enum(enum: EnumDescriptor) -> dict[str, Any]:
     }
 
 
+def _clash(key: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"channel {key!r} would be both a routing key and a reply or control address; "
+        f"rename the routing key"
+    )
+
+
 def _key(text: str) -> str:
     """A component or channel key AsyncAPI accepts (``^[a-zA-Z0-9.\\-_]+$``)."""
     return _KEY.sub(lambda m: {"*": "star", "#": "hash"}.get(m.group(0), "_"), text)
@@ -451,6 +760,7 @@ def _key(text: str) -> str:
 __all__ = [
     "ASYNCAPI_VERSION",
     "AgentShape",
+    "Answers",
     "asyncapi_document",
     "build_agent",
     "describe",

@@ -6,7 +6,9 @@ import json
 import math
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,11 +19,13 @@ from google.protobuf.message import Message
 from jsonschema import Draft7Validator
 from pydantic import SecretStr
 
-from messaging import BaseAgent, ConfigurationError, ConnectionPool
+from messaging import BaseAgent, ConfigurationError, ConnectionPool, RequestContext
+from messaging.aio.control import Conversation
 from messaging.asyncapi import AgentShape, asyncapi_document, build_agent, import_target
 from messaging.config import RabbitMQConfig, load_config
 from messaging.demo.agents import AnalysisAgent, DataAgent, QueryAgent
 from messaging.generated import messages_pb2 as pb
+from messaging.headers import CREDIT, DEADLINE, STREAM
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[1] / "asyncapi" / "asyncapi-3.0.0.schema.json").read_text()
@@ -465,3 +469,152 @@ def test_the_command_writes_a_valid_document(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "cannot import 'nowhere'" in bad.stderr
+
+
+# -- typed handlers: replies, streams, errors, the conversation headers ----------------
+
+
+def weather_agent(pool: ConnectionPool) -> BaseAgent:
+    """An agent with a typed handler of each kind: a reply, a stream, no reply."""
+    agent = BaseAgent(pool, "weather", exchange_name="weather.events", queue_name="weather")
+
+    @agent.handler("weather.now")
+    def now(request: pb.QueryRequest, ctx: RequestContext) -> pb.QueryResponse:
+        return pb.QueryResponse(answer="sunny")
+
+    @agent.handler("weather.hourly")
+    def hourly(request: pb.QueryRequest) -> Iterator[pb.DataResponse]:
+        yield pb.DataResponse(symbol="sun")
+
+    @agent.handler("weather.note")
+    def note(request: pb.DataRequest) -> None:
+        pass
+
+    return agent
+
+
+@pytest.fixture(scope="module")
+def weather() -> Iterator[BaseAgent]:
+    agent = build_agent(weather_agent)
+    yield agent
+    agent.close()
+
+
+@pytest.fixture(scope="module")
+def weather_document(weather: BaseAgent) -> dict[str, Any]:
+    return asyncapi_document([weather])
+
+
+def reply_messages(document: dict[str, Any], operation: str) -> list[str]:
+    reply = document["operations"][operation]["reply"]
+    channel = reply["channel"]["$ref"].removeprefix("#/channels/")
+    refs = [ref["$ref"] for ref in reply["messages"]]
+    assert all(ref.startswith(f"#/channels/{channel}/messages/") for ref in refs)
+    assert set(document["channels"][channel]["messages"]) == {r.rsplit("/", 1)[1] for r in refs}
+    return [ref.rsplit("/", 1)[1] for ref in refs]
+
+
+def component(document: dict[str, Any], ref: dict[str, str]) -> dict[str, Any]:
+    """What a ``#/components/...`` reference points at."""
+    found: Any = document
+    for part in ref["$ref"].removeprefix("#/").split("/"):
+        found = found[part]
+    return cast(dict[str, Any], found)
+
+
+def test_a_typed_agents_document_is_valid_asyncapi_3(weather_document: dict[str, Any]) -> None:
+    assert_valid_asyncapi(weather_document)
+
+
+def test_each_typed_handler_documents_what_it_answers(weather_document: dict[str, Any]) -> None:
+    assert reply_messages(weather_document, "weather.receive.weather.now") == [
+        "chimera.v1.QueryResponse",
+        "chimera.error",
+    ]
+    assert reply_messages(weather_document, "weather.receive.weather.hourly") == [
+        "chimera.v1.DataResponse.stream-item",
+        "chimera.end",
+        "chimera.error",
+    ]
+    assert reply_messages(weather_document, "weather.receive.weather.note") == ["chimera.error"]
+    reply = weather_document["operations"]["weather.receive.weather.now"]["reply"]
+    assert reply["address"]["location"] == "$message.header#/reply_to"
+    channel = component(weather_document, reply["channel"])
+    assert channel["address"] is None  # the broker names each caller's address
+    assert channel["bindings"]["amqp"]["queue"]["name"] == "amq.rabbitmq.reply-to"
+    messages = weather_document["components"]["messages"]
+    item = messages["chimera.v1.DataResponse.stream-item"]
+    assert item["payload"] == {"$ref": "#/components/schemas/chimera.v1.DataResponse"}
+    assert item["bindings"]["amqp"]["messageType"] == "chimera.v1.DataResponse"
+    assert messages["chimera.end"]["bindings"]["amqp"]["messageType"] == "chimera.end"
+    assert "payload" not in messages["chimera.end"]
+    assert messages["chimera.error"]["contentType"] == "application/json"
+
+
+def test_requests_to_typed_handlers_carry_the_conversation_headers(
+    weather_document: dict[str, Any],
+) -> None:
+    operation = weather_document["operations"]["weather.receive.weather.hourly"]
+    (ref,) = operation["messages"]
+    assert ref["$ref"].endswith("/chimera.v1.QueryRequest.request")
+    request = weather_document["components"]["messages"]["chimera.v1.QueryRequest.request"]
+    assert request["payload"] == {"$ref": "#/components/schemas/chimera.v1.QueryRequest"}
+    headers = Draft7Validator(component(weather_document, request["headers"]))
+    deadline_ms = int(time.time() * 1000) + 30_000
+    assert not list(headers.iter_errors({DEADLINE: deadline_ms, STREAM: 16}))
+    assert not list(headers.iter_errors({}))  # a plain request, no deadline
+    for window in (0, 10_001, "16"):
+        assert list(headers.iter_errors({STREAM: window})), window
+
+
+def test_the_agents_own_replies_pass_the_documented_schemas(
+    weather: BaseAgent, weather_document: dict[str, Any]
+) -> None:
+    """What the bus sends (built by its own code) against what the document says."""
+    messages = weather_document["components"]["messages"]
+
+    def validator(message: str, part: str) -> Draft7Validator:
+        return Draft7Validator(component(weather_document, messages[message][part]))
+
+    desk = weather.agent.control
+    context = RequestContext("caller", "weather.hourly", {}, None)
+    conversation = Conversation("c-1", "amq.rabbitmq.reply-to.g1h2", context, window=4)
+    error = desk.error_of(conversation, ValueError("no weather for Atlantis"))
+    end = desk.end_of(conversation)
+    item = weather.agent.stream_item(conversation, pb.DataResponse(symbol="sun"))
+    wire = {
+        "chimera.error": error.properties.headers,
+        "chimera.end": end.properties.headers,
+        "chimera.v1.DataResponse.stream-item": item.properties.headers,
+    }
+    assert (error.properties.message_type, end.properties.message_type) == (
+        "chimera.error",
+        "chimera.end",
+    )
+    assert not list(validator("chimera.error", "payload").iter_errors(json.loads(error.body)))
+    for message, headers in wire.items():
+        assert not list(validator(message, "headers").iter_errors(headers)), message
+        # Each reply passes its own schema and no other of the operation's: the
+        # stream marker header tells an item from the end.
+        for other in set(wire) - {message}:
+            assert list(validator(other, "headers").iter_errors(headers)), (message, other)
+
+
+def test_the_control_address_takes_credit_and_cancels(weather_document: dict[str, Any]) -> None:
+    operation = weather_document["operations"]["weather.receive.control"]
+    control = component(weather_document, operation["channel"])
+    assert control["address"] is None
+    assert set(control["messages"]) == {"chimera.credit", "chimera.cancel"}
+    credit = weather_document["components"]["messages"]["chimera.credit"]
+    headers = Draft7Validator(component(weather_document, credit["headers"]))
+    assert not list(headers.iter_errors({CREDIT: 8}))
+    assert list(headers.iter_errors({}))
+    assert list(headers.iter_errors({CREDIT: 0}))
+
+
+def test_an_agent_without_typed_handlers_has_no_conversation_parts(
+    demo_document: dict[str, Any],
+) -> None:
+    assert not any("reply" in op for op in demo_document["operations"].values())
+    assert not any(channel["address"] is None for channel in demo_document["channels"].values())
+    assert "chimera.error" not in demo_document["components"]["messages"]
