@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -42,7 +43,13 @@ from registry import ROWS, register
 from messaging import BaseAgent, ConnectionPool, EventPublisher, EventSubscriber, RabbitMQConfig
 from messaging.generated.messages_pb2 import QueryRequest
 from messaging.metadata import create_metadata
-from messaging.topology import Topology, dlq_name, dlx_name, subscriber_topology
+from messaging.topology import (
+    Topology,
+    control_exchange,
+    dlq_name,
+    dlx_name,
+    subscriber_topology,
+)
 
 AGENT = "bench"
 RESPONDER_START_S = 30.0
@@ -106,7 +113,11 @@ def prepare(ctx: BenchContext) -> None:
 
 
 def cleanup(ctx: BenchContext) -> None:
-    delete_names(ctx.url, [ctx.queue, dlq_name(ctx.queue)], [ctx.exchange, dlx_name(ctx.exchange)])
+    delete_names(
+        ctx.url,
+        [ctx.queue, dlq_name(ctx.queue)],
+        [ctx.exchange, dlx_name(ctx.exchange), control_exchange(ctx.exchange)],
+    )
 
 
 @register("bus", "publish", raw=False, prepare=prepare, cleanup=cleanup)
@@ -252,6 +263,102 @@ def rpc(ctx: BenchContext) -> Sample:
                 latencies.append(time.perf_counter() - t0)
             sw.stop()
             return latency_sample(ctx, latencies, sw.seconds)
+        finally:
+            responder.stop()
+            thread.join(10)
+            responder.close()
+
+
+STREAM_WINDOW = 256
+"""Replies the stream row's caller lets the responder run ahead: the publish rows' 256 in flight."""
+
+
+def _streamer(pool: ConnectionPool, ctx: BenchContext) -> BaseAgent:
+    """A typed handler that streams the request's ``query`` (a count) bench messages back."""
+    agent = BaseAgent(
+        pool,
+        f"{AGENT}-streamer",
+        exchange_name=ctx.exchange,
+        queue_name=ctx.queue,
+        prefetch_count=100,
+    )
+
+    @agent.handler(ctx.routing_key)
+    def replies(request: QueryRequest) -> Iterator[QueryRequest]:
+        for _ in range(int(request.query)):
+            yield MESSAGE
+
+    return agent
+
+
+def _serving(agent: BaseAgent) -> threading.Thread:
+    thread = threading.Thread(target=agent.start_consuming, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + RESPONDER_START_S
+    while not agent.is_consuming and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return thread
+
+
+@register("bus", "stream", raw=False, prepare=prepare, cleanup=cleanup)
+def stream(ctx: BenchContext) -> Sample:
+    """One EventPublisher.stream of N replies (window 256) from a typed generator handler."""
+    with (
+        ConnectionPool(config_from_url(ctx.url)) as server,
+        ConnectionPool(config_from_url(ctx.url)) as client,
+        EventPublisher(client, AGENT, ctx.exchange) as publisher,
+    ):
+        server.connect()
+        client.connect()
+        streamer = _streamer(server, ctx)
+        thread = _serving(streamer)
+        try:
+            for _ in publisher.stream(QueryRequest(query="1"), ctx.routing_key, 30.0):
+                pass  # warm-up, not timed
+            received = 0
+            sw = Stopwatch()
+            sw.start()
+            for _ in publisher.stream(
+                QueryRequest(query=str(ctx.messages)),
+                ctx.routing_key,
+                ctx.remaining(time.monotonic()),
+                window=STREAM_WINDOW,
+            ):
+                received += 1
+            sw.stop()
+            return rate_sample(ctx, received, sw.seconds)
+        finally:
+            streamer.stop()
+            thread.join(10)
+            streamer.close()
+
+
+@register("bus round trips", "stream", raw=False, prepare=prepare, cleanup=cleanup)
+def stream_as_round_trips(ctx: BenchContext) -> Sample:
+    """The same N replies as N EventPublisher.request round trips, one after another."""
+    with (
+        ConnectionPool(config_from_url(ctx.url)) as server,
+        ConnectionPool(config_from_url(ctx.url)) as client,
+        EventPublisher(client, AGENT, ctx.exchange) as publisher,
+    ):
+        server.connect()
+        client.connect()
+        responder = _Responder(server, ctx)
+        thread = _serving(responder)
+        try:
+            publisher.request(MESSAGE, ctx.routing_key, timeout=30.0)  # warm-up, not timed
+            received = 0
+            started = time.monotonic()
+            sw = Stopwatch()
+            sw.start()
+            for _ in range(ctx.messages):
+                remaining = ctx.remaining(started)
+                if remaining <= 0:
+                    break
+                publisher.request(MESSAGE, ctx.routing_key, timeout=remaining)
+                received += 1
+            sw.stop()
+            return rate_sample(ctx, received, sw.seconds)
         finally:
             responder.stop()
             thread.join(10)

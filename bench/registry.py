@@ -53,7 +53,7 @@ class Row:
     """One line of DESIGN.md's "What good is measured against" table."""
 
     name: str
-    kind: str  # "publish" | "consume" | "rpc" | "soak"
+    kind: str  # "publish" | "consume" | "rpc" | "stream" | "soak"
     prefetch: int
     default_messages: int
     description: str
@@ -71,6 +71,13 @@ ROWS: dict[str, Row] = {
         Row("consume100", "consume", 100, 10_000, "consume + ack, prefetch 100, pre-filled queue"),
         Row("consume1", "consume", 1, 3_000, "consume + ack, prefetch 1, pre-filled queue"),
         Row("rpc", "rpc", 0, 1_000, "request/response round trip, sequential, direct reply-to"),
+        Row(
+            "stream",
+            "stream",
+            0,
+            3_000,
+            "replies per second: N streamed to one request, against N request/reply round trips",
+        ),
         Row(
             "soak",
             "soak",
