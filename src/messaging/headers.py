@@ -83,5 +83,8 @@ its ``correlation_id``."""
 CREDIT_TYPE = "chimera.credit"
 """The AMQP ``type`` of a control message granting a stream :data:`CREDIT`."""
 
+END_TYPE = "chimera.end"
+"""The AMQP ``type`` of a stream's end marker (no body)."""
+
 STREAM_ITEM = "item"
 STREAM_END = "end"

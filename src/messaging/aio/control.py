@@ -34,6 +34,7 @@ from messaging.headers import (
     CONTROL,
     CREDIT,
     CREDIT_TYPE,
+    END_TYPE,
     ERROR_MESSAGE,
     ERROR_REPLY,
     ERROR_TYPE,
@@ -46,9 +47,6 @@ from messaging.transport import Channel, Delivery, Properties
 from messaging.wiretext import printable
 
 log = logging.getLogger("messaging.agent")
-
-END_TYPE = "chimera.end"
-"""The AMQP ``type`` of a stream's end marker (no body)."""
 
 
 @dataclass
