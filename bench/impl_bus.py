@@ -15,10 +15,11 @@ exchange rather than the default exchange.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -291,75 +292,67 @@ def _streamer(pool: ConnectionPool, ctx: BenchContext) -> BaseAgent:
     return agent
 
 
-def _serving(agent: BaseAgent) -> threading.Thread:
-    thread = threading.Thread(target=agent.start_consuming, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + RESPONDER_START_S
-    while not agent.is_consuming and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return thread
+@contextlib.contextmanager
+def _serving(
+    ctx: BenchContext, make: Callable[[ConnectionPool, BenchContext], BaseAgent]
+) -> Iterator[EventPublisher]:
+    """A responder ``make`` builds, consuming on its own pool and thread; yields a publisher
+    on another pool to ask it with."""
+    with (
+        ConnectionPool(config_from_url(ctx.url)) as server,
+        ConnectionPool(config_from_url(ctx.url)) as client,
+        EventPublisher(client, AGENT, ctx.exchange) as publisher,
+    ):
+        server.connect()
+        client.connect()
+        agent = make(server, ctx)
+        thread = threading.Thread(target=agent.start_consuming, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + RESPONDER_START_S
+        while not agent.is_consuming and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            yield publisher
+        finally:
+            agent.stop()
+            thread.join(10)
+            agent.close()
 
 
 @register("bus", "stream", raw=False, prepare=prepare, cleanup=cleanup)
 def stream(ctx: BenchContext) -> Sample:
     """One EventPublisher.stream of N replies (window 256) from a typed generator handler."""
-    with (
-        ConnectionPool(config_from_url(ctx.url)) as server,
-        ConnectionPool(config_from_url(ctx.url)) as client,
-        EventPublisher(client, AGENT, ctx.exchange) as publisher,
-    ):
-        server.connect()
-        client.connect()
-        streamer = _streamer(server, ctx)
-        thread = _serving(streamer)
-        try:
-            for _ in publisher.stream(QueryRequest(query="1"), ctx.routing_key, 30.0):
-                pass  # warm-up, not timed
-            received = 0
-            sw = Stopwatch()
-            sw.start()
-            for _ in publisher.stream(
-                QueryRequest(query=str(ctx.messages)),
-                ctx.routing_key,
-                ctx.remaining(time.monotonic()),
-                window=STREAM_WINDOW,
-            ):
-                received += 1
-            sw.stop()
-            return rate_sample(ctx, received, sw.seconds)
-        finally:
-            streamer.stop()
-            thread.join(10)
-            streamer.close()
+    with _serving(ctx, _streamer) as publisher:
+        for _ in publisher.stream(QueryRequest(query="1"), ctx.routing_key, 30.0):
+            pass  # warm-up, not timed
+        received = 0
+        sw = Stopwatch()
+        sw.start()
+        for _ in publisher.stream(
+            QueryRequest(query=str(ctx.messages)),
+            ctx.routing_key,
+            ctx.remaining(time.monotonic()),
+            window=STREAM_WINDOW,
+        ):
+            received += 1
+        sw.stop()
+        return rate_sample(ctx, received, sw.seconds)
 
 
 @register("bus round trips", "stream", raw=False, prepare=prepare, cleanup=cleanup)
 def stream_as_round_trips(ctx: BenchContext) -> Sample:
     """The same N replies as N EventPublisher.request round trips, one after another."""
-    with (
-        ConnectionPool(config_from_url(ctx.url)) as server,
-        ConnectionPool(config_from_url(ctx.url)) as client,
-        EventPublisher(client, AGENT, ctx.exchange) as publisher,
-    ):
-        server.connect()
-        client.connect()
-        responder = _Responder(server, ctx)
-        thread = _serving(responder)
-        try:
-            publisher.request(MESSAGE, ctx.routing_key, timeout=30.0)  # warm-up, not timed
-            received = 0
-            started = time.monotonic()
-            sw = Stopwatch()
-            sw.start()
-            for _ in range(ctx.messages):
-                remaining = ctx.remaining(started)
-                if remaining <= 0:
-                    break
-                publisher.request(MESSAGE, ctx.routing_key, timeout=remaining)
-                received += 1
-            sw.stop()
-            return rate_sample(ctx, received, sw.seconds)
-        finally:
-            responder.stop()
-            thread.join(10)
-            responder.close()
+    with _serving(ctx, _Responder) as publisher:
+        publisher.request(MESSAGE, ctx.routing_key, timeout=30.0)  # warm-up, not timed
+        received = 0
+        started = time.monotonic()
+        sw = Stopwatch()
+        sw.start()
+        for _ in range(ctx.messages):
+            remaining = ctx.remaining(started)
+            if remaining <= 0:
+                break
+            publisher.request(MESSAGE, ctx.routing_key, timeout=remaining)
+            received += 1
+        sw.stop()
+        return rate_sample(ctx, received, sw.seconds)
