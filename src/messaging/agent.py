@@ -122,7 +122,7 @@ class BaseAgent(SyncAsking, AgentFace, EventSubscriber):
                     self.publish_response(first, "", properties["correlation_id"])
                 return
             try:
-                while conversation.take_credit(conversation.context.time_left()):
+                while conversation.take_credit(conversation.credit_wait()):
                     item = next(items, None)
                     if item is None:
                         send(publisher.send_reply(control.end_of(conversation)))

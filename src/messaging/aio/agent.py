@@ -526,7 +526,7 @@ class AsyncBaseAgent(Asking, AgentFace, AsyncEventSubscriber):
                     await self.publish_response(first, "", properties["correlation_id"])
                 return
             try:
-                while await conversation.take_credit_async(conversation.context.time_left()):
+                while await conversation.take_credit_async(conversation.credit_wait()):
                     item = await anext(aiter(items), None)
                     if item is None:
                         await publisher.send_reply(control.end_of(conversation))

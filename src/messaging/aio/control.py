@@ -49,6 +49,10 @@ from messaging.wiretext import printable
 log = logging.getLogger("messaging.agent")
 
 
+IDLE_CREDIT_LIMIT = 60.0
+"""Seconds a stream without a deadline waits for its caller's credit before giving up."""
+
+
 @dataclass
 class Conversation:
     """One request an instance is working on, as its caller can still reach it."""
@@ -87,6 +91,13 @@ class Conversation:
             self._credit_changed.notify_all()
         if self._credit_event is not None:
             self._credit_event.set()
+
+    def credit_wait(self) -> float:
+        """How long a reply may wait for credit: until the caller's deadline, or, for a
+        caller that gave none, :data:`IDLE_CREDIT_LIMIT` (a caller that died without a
+        cancel must not hold a handler for ever)."""
+        left = self.context.time_left()
+        return IDLE_CREDIT_LIMIT if left is None else left
 
     def take_credit(self, timeout: float | None) -> bool:
         """Wait (on a handler's thread) until one more reply may go; False if cancelled or
