@@ -154,7 +154,10 @@ class ReplyCorrelator:
         elif waiting is not None and not waiting.done():
             waiting.set_result(delivery)
         else:
-            log.warning(
+            # A stream's replies in flight when its reader left are expected: no warning.
+            streamed = (delivery.properties.headers or {}).get(STREAM) is not None
+            log.log(
+                logging.DEBUG if streamed else logging.WARNING,
                 "reply arrived after its caller stopped waiting; dropped [correlation_id=%s]",
                 printable(correlation_id),
             )
