@@ -256,3 +256,48 @@ def test_async_streams_and_cancellation(target: Target) -> None:
     assert got == [f"tick {n}" for n in range(5)]
     assert cancelled, "the async handler was not cancelled"
     assert cancelled[0] - gave_up < 1.0
+
+
+def test_cancelling_the_callers_task_cancels_the_handler(target: Target) -> None:
+    exchange, queue = target.exchange(), target.queue("nap")
+    cancelled: list[float] = []
+
+    async def main() -> float:
+        pool = AsyncConnectionPool(target.config)
+        agent = AsyncBaseAgent(pool, "napper", exchange_name=exchange, queue_name=queue)
+        started = asyncio.Event()
+
+        @agent.handler("nap.request")
+        async def nap(request: pb.QueryRequest) -> pb.QueryResponse:
+            started.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.append(time.monotonic())
+                raise
+            return pb.QueryResponse(answer="rested")
+
+        await agent.start()
+        caller = AsyncBaseAgent(pool, "caller", [], exchange)
+        try:
+            asking = asyncio.ensure_future(
+                caller.request(pb.QueryRequest(), "nap.request", timeout=30)
+            )
+            await asyncio.wait_for(started.wait(), 10)
+            asking.cancel()  # the caller's own task, not a timeout
+            with pytest.raises(asyncio.CancelledError):
+                await asking
+            gave_up = time.monotonic()
+            for _ in range(100):
+                if cancelled:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await caller.stop()
+            await agent.stop()
+            await pool.close()
+        return gave_up
+
+    gave_up = asyncio.run(main())
+    assert cancelled, "the handler was not cancelled"
+    assert cancelled[0] - gave_up < 1.0
