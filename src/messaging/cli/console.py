@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import sys
 from typing import Annotated
 
 import typer
@@ -35,6 +36,14 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve anywhere
 
 
+def access(host: str, port: int, token: str | None) -> tuple[str | None, str]:
+    """The token to require (one generated when bound beyond loopback) and the page's address."""
+    if token is None and not is_loopback(host):
+        token = secrets.token_urlsafe(24)
+    shown = f"[{host}]" if ":" in host else host
+    return token, f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+
 def console(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535)] = 8321,
@@ -64,11 +73,9 @@ def console(
         from messaging.console.bus import Bus
     except ImportError as exc:
         fail(f"the console needs its extra: pip install 'chimera-messaging[console]' ({exc})")
-    if token is None and not is_loopback(host):
-        token = secrets.token_urlsafe(24)
+    token, address = access(host, port, token)
     bus = Bus(broker_config(), stream or load_recorder_settings().stream, tuple(queues or ()))
     app = create_app(bus, token=token, discovery=discovery_settings().exchange)
-    shown = f"[{host}]" if ":" in host else host
-    address = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     Output().note(f"console on {address}  (Ctrl-C stops it)")
+    sys.stdout.flush()  # piped (a supervisor, a log), the address is wanted now, not at exit
     uvicorn.run(app, host=host, port=port, log_level="warning")

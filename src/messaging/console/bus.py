@@ -8,6 +8,7 @@ nothing it does not pick.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Iterable
@@ -65,6 +66,9 @@ class Bus:
     queues: tuple[str, ...] = ()
     directory: Directory | None = None
     _recent: tuple[float, list[dict[str, Any]]] = field(default=(0.0, []), repr=False)
+    _dlq_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    """One DLQ operation at a time: reading holds every dead letter unacked until it is
+    done, so a replay running beside the page's next poll would not see them."""
 
     # -- agents -------------------------------------------------------------
 
@@ -118,7 +122,8 @@ class Bus:
         queues = []
         for queue in self.watched():
             try:
-                info, letters = await dlq.peek(queue, READ_LIMIT)
+                async with self._dlq_lock:
+                    info, letters = await dlq.peek(queue, READ_LIMIT)
             except TopologyError:
                 continue  # no DLQ: nothing has died there
             queues.append({"queue": queue, "dlq": info.name, "messages": info.messages})
@@ -164,9 +169,10 @@ class Bus:
         return picked
 
     async def replay(self, queue: str, selection: Selection) -> dict[str, Any]:
-        await self.selected(self.known_queue(queue), selection)
-        with Progress(disable=True) as progress:
-            report = await dlq.replay_letters(queue, None, False, progress, selection)
+        async with self._dlq_lock:
+            await self.selected(self.known_queue(queue), selection)
+            with Progress(disable=True) as progress:
+                report = await dlq.replay_letters(queue, None, False, progress, selection)
         return {
             "did": "replay",
             "queue": queue,
@@ -177,8 +183,9 @@ class Bus:
         }
 
     async def purge(self, queue: str, selection: Selection) -> dict[str, Any]:
-        await self.selected(self.known_queue(queue), selection)
-        purged = await dlq.purge_queue(queue, selection)
+        async with self._dlq_lock:
+            await self.selected(self.known_queue(queue), selection)
+            purged = await dlq.purge_queue(queue, selection)
         return {
             "did": "purge",
             "queue": queue,
