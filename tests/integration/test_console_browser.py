@@ -15,6 +15,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
+from starlette.applications import Starlette
 
 from messaging import ConnectionPool, EventPublisher
 from messaging.config import RabbitMQConfig
@@ -32,6 +34,7 @@ from messaging.console.bus import Bus
 from tests import broker_env
 from tests.conftest import Names, RawBroker
 from tests.integration.helpers import Recorder, query, wait_for
+from tests.integration.test_cli import put_in_dlq
 from tests.integration.test_cli_trace import recording, stream  # noqa: F401 (fixtures)
 
 GROUP = "section.group[data-error-type='builtins.RuntimeError']"
@@ -87,11 +90,10 @@ def discovery(names: Names, monkeypatch: pytest.MonkeyPatch) -> str:
     return exchange
 
 
-@pytest.fixture
-def console(config: RabbitMQConfig, discovery: str, recording: str) -> Iterator[str]:  # noqa: F811
-    """The console on a free loopback port, in a thread; stopped (and joined) at the end."""
+@contextmanager
+def serving(app: Starlette) -> Iterator[str]:
+    """``app`` on a free loopback port, in a thread; stopped (and joined) at the end."""
     port = free_port()
-    app = create_app(Bus(config, recording), discovery=discovery)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -102,6 +104,12 @@ def console(config: RabbitMQConfig, discovery: str, recording: str) -> Iterator[
         server.should_exit = True
         thread.join(timeout=10)
         assert not thread.is_alive(), "the console did not stop"
+
+
+@pytest.fixture
+def console(config: RabbitMQConfig, discovery: str, recording: str) -> Iterator[str]:  # noqa: F811
+    with serving(create_app(Bus(config, recording), discovery=discovery)) as address:
+        yield address
 
 
 def shot(browser: WebDriver, name: str) -> None:
@@ -173,3 +181,26 @@ def test_the_page_lists_the_agent_and_replays_its_failed_message_after_confirmat
         publisher.close()
         agent.stop_and_join()
         pool.close()
+
+
+MARKUP = "<img id='injected' src='x'><b>bold</b>"
+
+
+def test_markup_in_a_dead_letter_is_shown_as_text_never_run(
+    browser: WebDriver, config: RabbitMQConfig, raw: RawBroker, names: Names
+) -> None:
+    queue = names.queue()
+    raw.channel.queue_declare(f"{queue}.dlq")
+    put_in_dlq(
+        raw, queue, b"\x00not protobuf", type="chimera.v1.QueryRequest",
+        message_id=MARKUP, correlation_id=MARKUP,
+        headers={"x-chimera-error-type": MARKUP, "x-chimera-error-message": MARKUP},
+    )  # fmt: skip
+    with serving(create_app(Bus(config, "no-such-stream", (queue,)))) as address:
+        browser.get(address)
+        wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+        wait.until(lambda b: MARKUP in text_of(b, "#groups"))
+        browser.find_element(By.CSS_SELECTOR, "#groups button.show").click()
+        wait.until(lambda b: text_of(b, "#groups").count(MARKUP) >= 3)
+        assert not browser.find_elements(By.ID, "injected")
+        assert not browser.find_elements(By.CSS_SELECTOR, "#groups b b, #groups img")
