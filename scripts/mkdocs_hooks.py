@@ -25,7 +25,8 @@ OUTSIDE = {
     "BASE_AGENT.md": "BASE_AGENT.md",
     "proto/README.md": "proto/README.md",
 }
-LINK = re.compile(r"(?<!!)\[([^\]\n]+)\]\(([^)\s]+)\)")
+# A link, or an image (``!`` first: README's screenshots live in docs/images/).
+LINK = re.compile(r"(!?)\[([^\]\n]+)\]\(([^)\s]+)\)")
 
 
 def on_files(files: Files, config: Any) -> Files:
@@ -54,7 +55,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
     page_repo_dir = posixpath.dirname(_repo_path(page_uri))
 
     def rewrite(match: re.Match[str]) -> str:
-        text, target = match.group(1), match.group(2)
+        bang, text, target = match.group(1), match.group(2), match.group(3)
         if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith(("#", "/")):
             return match.group(0)  # a URL, an anchor on this page, or site-absolute
         path, _, anchor = target.partition("#")
@@ -62,8 +63,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
         uri = _site_uri(repo_path)
         if uri is not None:
             relative = posixpath.relpath(uri, posixpath.dirname(page_uri) or ".")
-            return f"[{text}]({relative}{'#' + anchor if anchor else ''})"
-        if (ROOT / repo_path).exists():
+            return f"{bang}[{text}]({relative}{'#' + anchor if anchor else ''})"
+        if (ROOT / repo_path).exists() and not bang:
             shown = f"`{repo_path}`"
             return shown if text.strip("`") == repo_path else f"{text} ({shown})"
         return match.group(0)  # nothing there: let the strict build report it

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from messaging.cli import agents, asyncapi, dlq, proto, queue, status, tail, top, trace
+from messaging.cli import agents, asyncapi, console, dlq, proto, queue, status, tail, top, trace
 from messaging.cli import publish as publish_cmd
 from messaging.cli import request as request_cmd
 from messaging.cli import run as run_cmd
@@ -42,6 +42,7 @@ app.command("status", help=status.HELP)(status.status)
 app.command("tail", help=tail.HELP)(tail.tail)
 app.command("top", help=top.HELP)(top.top)
 app.command("trace", help=trace.HELP)(trace.trace)
+app.command("console", help=console.HELP)(console.console)
 app.command("publish", help=publish_cmd.HELP)(publish_cmd.publish)
 app.command("agents", help=agents.HELP)(agents.agents)
 app.command("request", help=request_cmd.HELP)(request_cmd.request)
