@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
+from messaging import BaseAgent, ConnectionPool, MemoryTransport, RabbitMQConfig
 from messaging.config import load_config
 from messaging.discovery import AgentCard, Directory
-from messaging.discovery.card import SCHEMA, distribution_version
+from messaging.discovery.card import SCHEMA, card_for, distribution_version
 from messaging.errors import ConfigurationError
+from messaging.generated import messages_pb2 as pb
+from messaging.transport.memory import MemoryBroker
 
 
 def card(**changes: object) -> AgentCard:
@@ -116,3 +120,28 @@ def test_a_directory_drops_a_withdrawn_instance_at_once() -> None:
     assert [c.name for c in directory.agents()] == ["alpha", "weather"]
     directory._on_delivery(Heard(card().stamped("withdraw").to_json()))  # type: ignore[arg-type]
     assert [c.instance for c in directory.agents()] == ["def"]
+
+
+def test_a_typed_agents_card_says_what_each_handler_answers() -> None:
+    pool = ConnectionPool(
+        RabbitMQConfig(host="127.0.0.1", port=1),
+        max_retries=0,
+        transport=MemoryTransport(MemoryBroker()),
+    )
+    agent = BaseAgent(pool, "weather")
+
+    @agent.handler("weather.now")
+    def now(request: pb.QueryRequest) -> pb.QueryResponse:
+        return pb.QueryResponse()
+
+    @agent.handler("weather.hourly")
+    def hourly(request: pb.QueryRequest) -> Iterator[pb.DataResponse]:
+        yield pb.DataResponse()
+
+    card = card_for(agent, interval=5.0, version="1")
+    assert card.answers == {
+        "weather.now": "chimera.v1.QueryResponse",
+        "weather.hourly": "chimera.v1.DataResponse",
+    }
+    assert AgentCard.from_json(card.to_json()).answers == card.answers
+    pool.close()

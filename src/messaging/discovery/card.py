@@ -22,7 +22,9 @@ The schema (:data:`SCHEMA`), one JSON object per message body, UTF-8::
 
 ``request_types`` maps each key of the agent's ``get_routing_key_map()`` (of a
 plain subscriber: each bound pattern its ``get_message_class`` accepts) to
-the protobuf full name; ``reply_types`` maps ``get_publish_map()``. A reader
+the protobuf full name; ``reply_types`` maps ``get_publish_map()``; ``answers``
+maps each typed handler's pattern to the type it replies with (added later: a
+reader of an older card sees none). A reader
 ignores fields it does not know; a later version adds fields, never renames.
 """
 
@@ -71,6 +73,8 @@ class AgentCard:
     interval: float
     event: Event = "announce"
     sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    answers: Mapping[str, str] = field(default_factory=dict)
+    """Request pattern -> the type its typed handler answers with (each reply, for a stream)."""
 
     @property
     def expires_after(self) -> float:
@@ -86,6 +90,7 @@ class AgentCard:
         data["routing_keys"] = list(self.routing_keys)
         data["request_types"] = dict(self.request_types)
         data["reply_types"] = dict(self.reply_types)
+        data["answers"] = dict(self.answers)
         data["since"] = self.since.isoformat()
         data["sent_at"] = self.sent_at.isoformat()
         return {"schema": SCHEMA, **data}
@@ -125,6 +130,7 @@ class AgentCard:
                 interval=interval,
                 event=event,
                 sent_at=datetime.fromisoformat(_text(data["sent_at"])),
+                answers=_names(data.get("answers", {})),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed {SCHEMA} announcement: {exc!r}") from None
@@ -176,6 +182,13 @@ def reply_types_of(subscriber: object) -> dict[str, str]:
     return type_names(publish_map()) if callable(publish_map) else {}
 
 
+def answers_of(subscriber: object) -> dict[str, str]:
+    """Request pattern -> what its typed handler answers with (an agent's typed handlers)."""
+    handlers = getattr(getattr(subscriber, "agent", None), "handlers", None)
+    reply_types = getattr(handlers, "reply_types", None)
+    return type_names(reply_types()) if callable(reply_types) else {}
+
+
 @functools.cache
 def distribution_version(module: str) -> str:
     """The installed version of the distribution that ships ``module``, or ``""``.
@@ -212,6 +225,7 @@ def card_for(subscriber: Any, interval: float, version: str | None = None) -> Ag
         routing_keys=routing_keys,
         request_types=request_types_of(subscriber, routing_keys),
         reply_types=reply_types_of(subscriber),
+        answers=answers_of(subscriber),
         host=socket.gethostname(),
         pid=os.getpid(),
         since=datetime.now(UTC),
