@@ -151,6 +151,10 @@ def test_the_page_lists_the_agent_and_replays_its_failed_message_after_confirmat
         wait.until(lambda b: "1 dead letter(s)" in text_of(b, GROUP))
         assert "recorder" in text_of(browser, GROUP)
         shot(browser, "overview")
+        edge = "#flow g.edge[data-from='asker'][data-to='recorder'] text"
+        wait.until(lambda b: "1 msg, 0.2/min, 1 err" in text_of(b, edge))
+        assert "recorder" in text_of(browser, "#flow g.node[data-agent='recorder']")
+        shot(browser, "flow")
 
         browser.find_element(By.CSS_SELECTOR, f"{GROUP} button.show").click()
         wait.until(lambda b: correlation_id in text_of(b, GROUP))
