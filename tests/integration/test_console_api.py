@@ -17,7 +17,7 @@ from messaging.console import create_app
 from messaging.console.bus import Bus
 from tests import broker_env
 from tests.conftest import Names, RawBroker
-from tests.integration.helpers import query, wait_for
+from tests.integration.helpers import Recorder, query, wait_for
 from tests.integration.test_cli import dead_letters, put_in_dlq
 from tests.integration.test_cli_trace import recording, stream  # noqa: F401 (fixtures)
 
@@ -214,3 +214,40 @@ def test_a_conversation_and_its_agents_come_from_the_recorder(
         missing = api.get("/api/conversations/never-was")
         assert missing.status_code == 404
         assert "no record of conversation never-was" in missing.json()["error"]
+
+
+def test_the_flow_counts_who_talks_to_whom_with_errors(
+    recording: str,  # noqa: F811 (a fixture)
+    config: RabbitMQConfig,
+    pool: ConnectionPool,
+    names: Names,
+    raw: RawBroker,
+) -> None:
+    exchange, queue = names.exchange, names.queue()
+    agent = Recorder(
+        pool, exchange=exchange, queue=queue, routing_keys=["query.*"], fail_on=["broken"]
+    ).run_in_thread()
+    publisher = EventPublisher(pool, "asker", exchange)
+    try:
+        for text in ("one", "two", "broken"):
+            publisher.publish(query(text), "query.request")
+        wait_for(lambda: raw.depth(f"{queue}.dlq") == 1, what="the dead letter")
+        with TestClient(create_app(Bus(config, recording))) as api:
+            edges: list[dict[str, Any]] = []
+
+            def counted() -> bool:
+                answer = api.get("/api/flow")
+                assert answer.status_code == 200, answer.text
+                edges[:] = answer.json()["edges"]
+                return bool(edges) and edges[0]["count"] == 3
+
+            wait_for(counted, what="three handled records")
+    finally:
+        publisher.close()
+        agent.stop_and_join()
+    assert edges == [
+        {
+            "from": "asker", "to": "recorder", "count": 3, "errors": 1,
+            "rate_per_minute": 0.6, "error_rate": 0.333,
+        }
+    ]  # fmt: skip

@@ -151,6 +151,12 @@ def test_the_page_lists_the_agent_and_replays_its_failed_message_after_confirmat
         wait.until(lambda b: "1 dead letter(s)" in text_of(b, GROUP))
         assert "recorder" in text_of(browser, GROUP)
         shot(browser, "overview")
+        edge = "#flow g.edge[data-from='asker'][data-to='recorder'] text"
+        wait.until(lambda b: "1 msg, 0.2/min, 1 err" in text_of(b, edge))
+        assert "recorder" in text_of(browser, "#flow g.node[data-agent='recorder']")
+        browser.execute_script("document.getElementById('flow').scrollIntoView()")
+        shot(browser, "flow")
+        browser.execute_script("window.scrollTo(0, 0)")
 
         browser.find_element(By.CSS_SELECTOR, f"{GROUP} button.show").click()
         wait.until(lambda b: correlation_id in text_of(b, GROUP))
@@ -160,6 +166,17 @@ def test_the_page_lists_the_agent_and_replays_its_failed_message_after_confirmat
         browser.find_element(By.CSS_SELECTOR, f"{GROUP} button.link").click()
         wait.until(lambda b: "FAILED builtins.RuntimeError" in text_of(b, "#timeline"))
         assert "asker" in text_of(browser, "#timeline")
+        hops = browser.find_elements(By.CSS_SELECTOR, "#sequence g.hop")
+        assert [
+            (h.get_attribute("data-from"), h.get_attribute("data-to"), h.get_attribute("class"))
+            for h in hops
+        ] == [("asker", "recorder", "hop failed")]
+        assert hops[0].text.startswith("query.request ")
+        assert hops[0].text.endswith(" ms ✗ FAILED builtins.RuntimeError")
+        lifelines = browser.find_elements(By.CSS_SELECTOR, "#sequence g.agent")
+        assert [line.get_attribute("data-agent") for line in lifelines] == ["asker", "recorder"]
+        browser.execute_script("document.getElementById('sequence').scrollIntoView()")
+        shot(browser, "sequence")
         shot(browser, "conversation")
 
         agent.fail_on.clear()  # the fix is deployed: now the message can be handled

@@ -27,6 +27,7 @@ from messaging.discovery import AgentCard, Directory
 from messaging.errors import MessagingError, TopologyError
 from messaging.headers import ERROR_TYPE
 from messaging.recorder.reader import read_records
+from messaging.recorder.record import Record
 from messaging.recorder.timeline import build
 from messaging.transport import Delivery
 
@@ -66,6 +67,7 @@ class Bus:
     queues: tuple[str, ...] = ()
     directory: Directory | None = None
     _recent: tuple[float, list[dict[str, Any]]] = field(default=(0.0, []), repr=False)
+    _flow: tuple[float, dict[str, Any]] = field(default=(0.0, {}), repr=False)
     _dlq_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     """One DLQ operation at a time: reading holds every dead letter unacked until it is
     done, so a replay running beside the page's next poll would not see them."""
@@ -193,6 +195,23 @@ class Bus:
             "purged": purged,
         }
 
+    # -- flow ---------------------------------------------------------------
+
+    async def flow(self) -> dict[str, Any]:
+        """Who talks to whom over the last :data:`RECENT`: an edge per (sender, handler)."""
+        at, cached = self._flow
+        if time.monotonic() - at < 2.0:  # the page polls; the stream is read at most every 2 s
+            return cached
+        try:
+            reading = await read_records(
+                self.config, self.stream, datetime.now(UTC) - RECENT, idle=0.3
+            )
+        except MessagingError:  # no stream yet (recorder off): no edge known
+            reading = None
+        answer = flow_of(reading.records if reading else [], RECENT.total_seconds() / 60)
+        self._flow = (time.monotonic(), answer)
+        return answer
+
     # -- conversations ------------------------------------------------------
 
     async def timeline(self, correlation_id: str) -> dict[str, Any]:
@@ -215,6 +234,27 @@ class Bus:
             "skipped": reading.skipped,
             "steps": [as_record(step) for step in timeline.steps],
         }
+
+
+def flow_of(records: Iterable[Record], minutes: float) -> dict[str, Any]:
+    """Edges from a publish's agent to the agent that handled the same message id:
+    handled deliveries counted, failed ones (outcome ``error``) as errors."""
+    records = list(records)
+    sender = {r.message_id: r.agent for r in records if r.kind == "publish" and r.message_id}
+    edges: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        if record.kind != "handle" or record.message_id not in sender:
+            continue
+        key = (sender[record.message_id], record.agent)
+        edge = edges.setdefault(key, {"from": key[0], "to": key[1], "count": 0, "errors": 0})
+        edge["count"] += 1
+        edge["errors"] += record.outcome == "error"
+    ordered = sorted(edges.values(), key=lambda e: (e["from"], e["to"]))
+    for edge in ordered:
+        edge["rate_per_minute"] = round(edge["count"] / minutes, 3)
+        edge["error_rate"] = round(edge["errors"] / edge["count"], 3)
+    agents = sorted({e["from"] for e in ordered} | {e["to"] for e in ordered})
+    return {"minutes": minutes, "agents": agents, "edges": ordered}
 
 
 def agent_of(card: AgentCard) -> dict[str, Any]:

@@ -105,6 +105,9 @@ def create_app(bus: Bus, *, token: str | None = None, discovery: str | None = No
     async def dead_letters(request: Request) -> Any:
         return await bus.dead_letters()
 
+    async def flow(request: Request) -> Any:
+        return await bus.flow()
+
     async def timeline(request: Request) -> Any:
         return await bus.timeline(request.path_params["correlation_id"])
 
@@ -120,6 +123,7 @@ def create_app(bus: Bus, *, token: str | None = None, discovery: str | None = No
         Route("/", page),
         Route("/api/agents", answer(agents)),
         Route("/api/dead-letters", answer(dead_letters)),
+        Route("/api/flow", answer(flow)),
         Route("/api/conversations/{correlation_id:path}", answer(timeline)),
         Route("/api/replay", answer(replay), methods=["POST"]),
         Route("/api/purge", answer(purge), methods=["POST"]),
